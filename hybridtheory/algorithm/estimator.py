@@ -1,0 +1,152 @@
+r"""The two-point zeroth-order estimator, done in place on a block of tensors.
+
+For a block :math:`x` (any list of tensors), a loss oracle :math:`f` and a direction :math:`u`
+(:class:`~hybridtheory.algorithm.directions.Direction`), one query gives the scalar
+
+.. math::
+    c = \frac{f(x+\mu u) - f(x-\mu u)}{2\mu} \quad\text{(central)}, \qquad
+    c = \frac{f(x+\mu u) - f(x)}{\mu} \quad\text{(forward)},
+
+and :math:`q` queries give :math:`g = \frac{s}{q}\sum_k c_k u_k` with :math:`s = d` (sphere) or
+:math:`s = 1` (Gaussian) (THEORY.md A.4, B.3). The block is perturbed in place and restored
+(``+mu``, ``-2mu``, ``+mu``), and the direction is regenerated from its seed each time, so no
+copy of the block and no stored direction is ever needed: a ZO step costs forwards only.
+
+The estimate is kept as ``(direction, c)`` records. Applying it is a replay of the records, which
+also gives ZO gradient accumulation over micro-batches for free (average the ``c`` of the same
+seeds, then replay once).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .directions import LAWS, Direction, derive_seed
+
+DIFFERENCES = ("central", "forward")
+
+
+@dataclass(frozen=True)
+class ZOSettings:
+    """Options of the two-point estimator.
+
+    Args:
+        mu: smoothing radius (float, or a tensor of the batch shape: one per replicate).
+        law: direction law, ``"sphere"`` or ``"gaussian"`` (MeZO uses Gaussian).
+        difference: ``"central"`` (two extra forwards per query) or ``"forward"`` (one, reusing
+            the loss at the unperturbed point when the caller already has it).
+        queries: q >= 1 directions averaged per step.
+        batch_dims: leading replicate dimensions of the block's tensors (0 for a model).
+        dtype: dtype of the direction draws (cast when applied).
+    """
+
+    mu: float | torch.Tensor = 1e-3
+    law: str = "sphere"
+    difference: str = "central"
+    queries: int = 1
+    batch_dims: int = 0
+    dtype: torch.dtype = torch.float32
+
+    def __post_init__(self) -> None:
+        if self.law not in LAWS:
+            raise ValueError(f"unknown direction law {self.law!r}; expected one of {LAWS}")
+        if self.difference not in DIFFERENCES:
+            raise ValueError(f"unknown difference {self.difference!r}; expected one of {DIFFERENCES}")
+        if int(self.queries) != self.queries or self.queries < 1:
+            raise ValueError(f"queries must be an integer >= 1, got {self.queries}")
+        mu = self.mu
+        if isinstance(mu, torch.Tensor):
+            if not bool((mu > 0).all()):
+                raise ValueError("mu must be > 0 in every replicate")
+        elif not mu > 0:
+            raise ValueError(f"mu must be > 0, got {mu}")
+
+    def direction(self, step_seed: int, query: int) -> Direction:
+        """The direction of query ``query`` of the step seeded ``step_seed``."""
+        return Direction(derive_seed(step_seed, query), self.law, self.batch_dims, self.dtype)
+
+
+@dataclass
+class ZORecord:
+    """One query's outcome: enough to replay the update without storing the direction."""
+
+    direction: Direction
+    coeff: torch.Tensor  # projected directional derivative c, batch shape
+    inv_norm: torch.Tensor | None = field(default=None, repr=False)  # sphere normaliser, batch shape
+
+
+@torch.no_grad()
+def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tensor],
+                    settings: ZOSettings, step_seed: int, f0: torch.Tensor | None = None,
+                    plus_loss: Callable[[], torch.Tensor] | None = None) -> list[ZORecord]:
+    """Query the loss around the current block and return one record per direction.
+
+    Args:
+        block: tensors perturbed in place (restored before returning, up to rounding).
+        loss: evaluates the loss at the *current* tensors (forward only, deterministic).
+        settings: estimator options.
+        step_seed: seed of this step; query k uses ``derive_seed(step_seed, k)``.
+        f0: loss at the unperturbed point, required for ``difference="forward"`` (the hybrid step
+            passes the FO pass's loss so the forward difference costs one extra forward).
+        plus_loss: optional replacement of ``loss`` for the first ``+mu`` evaluation (used by the
+            "FO gradient at the perturbed point" variant to take the FO pass there).
+    """
+    if settings.difference == "forward" and f0 is None:
+        f0 = loss()
+    mu = settings.mu
+    records = []
+    for k in range(settings.queries):
+        d = settings.direction(step_seed, k)
+        inv = d.inverse_norm(block)
+        d.add_to(block, mu, inv)                                  # x + mu u
+        f_plus = plus_loss() if (k == 0 and plus_loss is not None) else loss()
+        if settings.difference == "central":
+            d.add_to(block, -2 * mu, inv)                         # x - mu u
+            f_minus = loss()
+            d.add_to(block, mu, inv)                              # back to x
+            c = (f_plus - f_minus) / (2 * mu)
+        else:
+            d.add_to(block, -mu, inv)                             # back to x
+            c = (f_plus - f0) / mu
+        records.append(ZORecord(d, c.detach(), inv))
+    return records
+
+
+def zo_forwards(settings: ZOSettings, have_f0: bool) -> int:
+    """Forward passes :func:`zo_coefficients` makes (for accounting and logs)."""
+    per_query = 2 if settings.difference == "central" else 1
+    return settings.queries * per_query + (0 if settings.difference == "central" or have_f0 else 1)
+
+
+@torch.no_grad()
+def apply_zo_update(block: Sequence[torch.Tensor], records: Sequence[ZORecord],
+                    lrs: Sequence[float | torch.Tensor]) -> None:
+    r"""In place: ``block[k] -= lrs[k] * g_k`` with :math:`g = \frac{s}{q}\sum_r c_r u_r`.
+
+    ``lrs`` has one step size per tensor (float or per-replicate tensor), so one perturbation
+    group may hold several blocks with their own step sizes (ZO-RR on (x, y)).
+    """
+    if not records:
+        return
+    q = len(records)
+    scale = records[0].direction.scale(block)
+    for r in records:
+        factor = -(scale / q) * r.coeff
+        r.direction.add_to(block, [lr * factor for lr in lrs], r.inv_norm)
+
+
+def materialize_estimate(block: Sequence[torch.Tensor], records: Sequence[ZORecord]) -> list[torch.Tensor]:
+    """The estimate g as tensors (tests, diagnostics): sum_r (s/q) c_r u_r."""
+    out = [torch.zeros_like(t, dtype=torch.float64 if t.dtype == torch.float64 else torch.float32)
+           for t in block]
+    q = len(records)
+    for r in records:
+        scale = r.direction.scale(block)
+        for o, (_, u) in zip(out, r.direction.tensors(block, r.inv_norm)):
+            c = r.coeff
+            if isinstance(c, torch.Tensor) and r.direction.batch_dims:
+                c = c.reshape(c.shape + (1,) * (u.dim() - r.direction.batch_dims))
+            o.add_(u * c * (scale / q))
+    return out

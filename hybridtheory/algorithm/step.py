@@ -1,0 +1,155 @@
+r"""One inner step of hybrid ZO/FO random reshuffling (HZF-RR, THEORY.md B.3), for any blocks.
+
+The parameters are split into groups, each with its own step size and oracle:
+
+* ``oracle="zo"`` groups form one perturbation group: they are perturbed *jointly* along one
+  random direction and updated with the two-point estimate;
+* ``oracle="fo"`` groups get the exact (autograd or closed-form) gradient.
+
+``hybrid`` is (x: zo, y: fo); FO-RR is (fo, fo); ZO-RR is (zo, zo); the with-replacement baseline
+only changes the sampler. The same function runs the synthetic problems (tensors with a leading
+replicate dimension, closed-form oracles) and the LLMs (model parameters, autograd oracles).
+
+Where the FO gradient is taken (``fo_point``):
+
+* ``"jacobi"`` (HZF-RR): at the unperturbed point :math:`(x_{t,i}, y_{t,i})`, before any update;
+  its loss doubles as :math:`f(x)` for the forward difference.
+* ``"gauss_seidel"`` (V2): at :math:`(x_{t,i+1}, y_{t,i})`, after the ZO update.
+* ``"perturbed"`` (V1): at :math:`(x_{t,i}+\mu u, y_{t,i})`, sharing the ``+mu`` forward.
+
+The FO update is plain SGD by default (the theory's); pass ``fo_update`` to use e.g. a
+``torch.optim.Adam`` on the FO group (LLM option).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .estimator import ZORecord, ZOSettings, apply_zo_update, zo_coefficients, zo_forwards
+
+FO_POINTS = ("jacobi", "gauss_seidel", "perturbed")
+ORACLES = ("zo", "fo")
+
+
+@dataclass
+class ParamGroup:
+    """A block of parameters with its step size and oracle kind.
+
+    ``lr`` is a float or a tensor of the replicate batch shape (sweeps over step sizes).
+    """
+
+    name: str
+    params: list[torch.Tensor]
+    lr: float | torch.Tensor
+    oracle: str = "fo"
+
+    def __post_init__(self) -> None:
+        if self.oracle not in ORACLES:
+            raise ValueError(f"group {self.name!r}: unknown oracle {self.oracle!r}; expected {ORACLES}")
+        lr = self.lr
+        bad = bool((lr < 0).any()) if isinstance(lr, torch.Tensor) else not lr >= 0
+        if bad:
+            raise ValueError(f"group {self.name!r}: step size must be >= 0, got {lr}")
+
+
+class Oracle(Protocol):
+    """What one step needs from the objective, for the current sample or minibatch.
+
+    ``loss()`` evaluates at the current parameters with no autograd graph (ZO forwards; must be
+    deterministic, e.g. dropout off). ``loss_and_grad(params)`` evaluates and returns the gradient
+    with respect to ``params`` (the FO pass).
+    """
+
+    def loss(self) -> torch.Tensor: ...
+
+    def loss_and_grad(self, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+
+@dataclass
+class StepInfo:
+    """What a step did: for logs and diagnostics."""
+
+    loss: torch.Tensor | None          # loss at the unperturbed point when it was computed
+    records: list[ZORecord]            # ZO queries (empty without a ZO group)
+    forwards: int                      # forward passes (ZO forwards + FO forward)
+    backwards: int                     # backward passes
+
+
+FOUpdate = Callable[[list[torch.Tensor], list[torch.Tensor], list[float | torch.Tensor]], None]
+
+
+@torch.no_grad()
+def sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float | torch.Tensor],
+               batch_dims: int = 0) -> None:
+    """In place: p <- p - lr * g, with per-replicate lr allowed."""
+    for p, g, lr in zip(params, grads, lrs):
+        if isinstance(lr, torch.Tensor) and batch_dims:
+            lr = lr.reshape(lr.shape + (1,) * (p.dim() - batch_dims))
+            p.sub_((g * lr).to(p.dtype))
+        elif isinstance(lr, torch.Tensor):
+            p.sub_((g * lr).to(p.dtype))
+        else:
+            p.sub_(g.to(p.dtype), alpha=lr)
+
+
+def _flatten(groups: Sequence[ParamGroup], oracle: str) -> tuple[list[torch.Tensor], list]:
+    params, lrs = [], []
+    for g in groups:
+        if g.oracle == oracle:
+            params.extend(g.params)
+            lrs.extend([g.lr] * len(g.params))
+    return params, lrs
+
+
+def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, step_seed: int,
+                fo_point: str = "jacobi", fo_update: FOUpdate | None = None) -> StepInfo:
+    """Run one inner step in place on ``groups`` and return what it did.
+
+    Args:
+        groups: parameter groups (see :class:`ParamGroup`).
+        oracle: loss / gradient of the current sample or minibatch.
+        zo: estimator settings for the ZO perturbation group.
+        step_seed: seed of this step's directions (derive it from the run seed and counters).
+        fo_point: where the FO gradient is taken, one of ``FO_POINTS``.
+        fo_update: FO update rule ``(params, grads, lrs)``; SGD if None.
+    """
+    if fo_point not in FO_POINTS:
+        raise ValueError(f"unknown fo_point {fo_point!r}; expected one of {FO_POINTS}")
+    zo_params, zo_lrs = _flatten(groups, "zo")
+    fo_params, fo_lrs = _flatten(groups, "fo")
+    if fo_update is None:
+        def fo_update(p, g, lr):
+            sgd_update(p, g, lr, zo.batch_dims)
+
+    f0, fo_grads, forwards, backwards = None, None, 0, 0
+    if fo_params and (fo_point == "jacobi" or not zo_params):
+        f0, fo_grads = oracle.loss_and_grad(fo_params)        # FO pass at the unperturbed point
+        forwards, backwards = 1, 1
+
+    records: list[ZORecord] = []
+    if zo_params:
+        plus_loss = None
+        if fo_params and fo_point == "perturbed":
+            holder = {}
+
+            def plus_loss():
+                holder["loss"], holder["grads"] = oracle.loss_and_grad(fo_params)
+                return holder["loss"]
+            backwards += 1
+        had_f0 = f0 is not None
+        records = zo_coefficients(zo_params, oracle.loss, zo, step_seed, f0=f0, plus_loss=plus_loss)
+        forwards += zo_forwards(zo, had_f0)
+        if plus_loss is not None:
+            fo_grads = holder["grads"]
+        # Jacobi and perturbed: the FO gradient was taken before this update (simultaneous step)
+        apply_zo_update(zo_params, records, zo_lrs)
+        if fo_params and fo_point == "gauss_seidel":
+            f0, fo_grads = oracle.loss_and_grad(fo_params)    # at the updated x
+            forwards, backwards = forwards + 1, backwards + 1
+
+    if fo_params:
+        fo_update(fo_params, fo_grads, fo_lrs)
+    return StepInfo(loss=f0, records=records, forwards=forwards, backwards=backwards)
