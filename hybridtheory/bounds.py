@@ -1,0 +1,210 @@
+r"""Theorem 1 and Corollaries 1-2 as code (THEORY.md B.4; proved in ``proofs/``).
+
+Every function takes the certified constants ``c`` (:class:`~hybridtheory.assumptions.HGSConstants`),
+the number of components ``n``, the ZO dimension ``dx`` and the direction law, and returns plain
+floats. Notation: :math:`L_y = L_0 + L_1 G_y`, :math:`\hat L_x = L_x + L_c`, :math:`\hat L_y = L_y + L_c`.
+
+* ZO second moment and bias (Lemma 2):
+  sphere :math:`\sigma^2 = 2 d G_x^2 + d^2 L_x^2\mu^2/2`, :math:`\beta_\mu = L_x\mu`;
+  Gaussian :math:`\sigma^2 = 2(d+2)G_x^2 + \tfrac{\mu^2L_x^2}{2}d(d+2)(d+4)`, :math:`\beta_\mu = L_x\mu\sqrt d`.
+* Drift (Lemma 4): :math:`\bar E_x = 2L_x^2\eta_x^2n^2G_x^2 + 3L_x^2\eta_x^2n\sigma^2 + L_c^2\eta_y^2n^2G_y^2 + 3\beta_\mu^2`,
+  :math:`\bar E_y = \tfrac43L_c^2\eta_x^2n^2G_x^2 + 2L_c^2\eta_x^2n\sigma^2 + \tfrac23L_y^2\eta_y^2n^2G_y^2`.
+* Theorem 1: under (A1)-(A3) and the caps :math:`\eta_x\le 1/(8n\hat L_x)`, :math:`\eta_y \le 1/(4n\hat L_y)`,
+
+  .. math:: \frac1T\sum_{t<T}\mathbb E[\eta_x\|\nabla_xF(z_t)\|^2 + \eta_y\|\nabla_yF(z_t)\|^2] \le
+            W := \frac{4\Delta}{nT} + 4\hat L_x\eta_x^2\sigma^2 + 3(\eta_x\bar E_x + \eta_y\bar E_y).
+
+Inputs that make the theorem inapplicable raise :class:`BoundError` naming the quantity.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from .algorithm.directions import LAWS
+from .assumptions import HGSConstants
+
+
+class BoundError(ValueError):
+    """The theorem does not apply to these inputs (the message names the quantity)."""
+
+
+def _positive(name: str, v: float, strict: bool = True) -> float:
+    if not isinstance(v, (int, float)) or math.isnan(v) or (v <= 0 if strict else v < 0) or math.isinf(v):
+        raise BoundError(f"{name} must be {'> 0' if strict else '>= 0'} and finite, got {v!r}")
+    return float(v)
+
+
+def _check(c: HGSConstants, n: int, dx: int, law: str) -> None:
+    if not isinstance(c, HGSConstants):
+        raise BoundError(f"constants must be an HGSConstants, got {type(c).__name__}")
+    if not c.bounded_gradients:
+        raise BoundError("Theorem 1 needs bounded gradients (A3): this problem certifies no G_x/G_y "
+                         f"(region: {c.region})")
+    if int(n) != n or n < 1:
+        raise BoundError(f"n must be an integer >= 1, got {n!r}")
+    if int(dx) != dx or dx < 1:
+        raise BoundError(f"dx must be an integer >= 1, got {dx!r}")
+    if law not in LAWS:
+        raise BoundError(f"direction law must be one of {LAWS}, got {law!r}")
+
+
+def sigma_sq(c: HGSConstants, dx: int, mu: float, law: str = "sphere") -> float:
+    """Bound on E||g_x||^2 of one ZO estimate (Lemma 2)."""
+    _positive("mu", mu)
+    d, G, L = dx, c.G_x, c.L_x
+    if law == "sphere":
+        return 2 * d * G**2 + d**2 * L**2 * mu**2 / 2
+    if law == "gaussian":
+        return 2 * (d + 2) * G**2 + mu**2 * L**2 / 2 * d * (d + 2) * (d + 4)
+    raise BoundError(f"direction law must be one of {LAWS}, got {law!r}")
+
+
+def beta_mu(c: HGSConstants, dx: int, mu: float, law: str = "sphere") -> float:
+    """Bound on the smoothing bias ||E g_x - grad_x f|| (Lemma 2)."""
+    _positive("mu", mu)
+    if law == "sphere":
+        return c.L_x * mu
+    if law == "gaussian":
+        return c.L_x * mu * math.sqrt(dx)
+    raise BoundError(f"direction law must be one of {LAWS}, got {law!r}")
+
+
+def step_caps(c: HGSConstants, n: int) -> tuple[float, float]:
+    """Theorem 1's caps (eta_x_max, eta_y_max) = (1/(8 n Lhat_x), 1/(4 n Lhat_y)); inf if the constant is 0."""
+    cx = math.inf if c.L_hat_x == 0 else 1 / (8 * n * c.L_hat_x)
+    cy = math.inf if c.L_hat_y == 0 else 1 / (4 * n * c.L_hat_y)
+    return cx, cy
+
+
+def drift_terms(c: HGSConstants, n: int, dx: int, eta_x: float, eta_y: float, mu: float,
+                law: str = "sphere") -> tuple[float, float]:
+    """(E_x_bar, E_y_bar) of Lemma 4."""
+    s2, b = sigma_sq(c, dx, mu, law), beta_mu(c, dx, mu, law)
+    Lx, Lc, Ly, Gx, Gy = c.L_x, c.L_c, c.L_y, c.G_x, c.G_y
+    Ex = 2 * Lx**2 * eta_x**2 * n**2 * Gx**2 + 3 * Lx**2 * eta_x**2 * n * s2 \
+        + Lc**2 * eta_y**2 * n**2 * Gy**2 + 3 * b**2
+    Ey = (4 / 3) * Lc**2 * eta_x**2 * n**2 * Gx**2 + 2 * Lc**2 * eta_x**2 * n * s2 \
+        + (2 / 3) * Ly**2 * eta_y**2 * n**2 * Gy**2
+    return Ex, Ey
+
+
+def _check_steps(c: HGSConstants, n: int, eta_x: float, eta_y: float, enforce_caps: bool) -> None:
+    _positive("eta_x", eta_x)
+    _positive("eta_y", eta_y)
+    if enforce_caps:
+        cx, cy = step_caps(c, n)
+        if eta_x > cx * (1 + 1e-12):
+            raise BoundError(f"eta_x = {eta_x:.4g} exceeds Theorem 1's cap 1/(8 n Lhat_x) = {cx:.4g}")
+        if eta_y > cy * (1 + 1e-12):
+            raise BoundError(f"eta_y = {eta_y:.4g} exceeds Theorem 1's cap 1/(4 n Lhat_y) = {cy:.4g}")
+
+
+def theorem1_rhs(c: HGSConstants, n: int, dx: int, eta_x: float, eta_y: float, mu: float, T: int,
+                 delta: float, law: str = "sphere", enforce_caps: bool = True) -> float:
+    """W of Theorem 1 (2): bound on (1/T) sum_t E[eta_x ||grad_x F||^2 + eta_y ||grad_y F||^2]."""
+    _check(c, n, dx, law)
+    _check_steps(c, n, eta_x, eta_y, enforce_caps)
+    _positive("delta", delta, strict=False)
+    if int(T) != T or T < 1:
+        raise BoundError(f"T must be an integer >= 1, got {T!r}")
+    Ex, Ey = drift_terms(c, n, dx, eta_x, eta_y, mu, law)
+    return 4 * delta / (n * T) + 4 * c.L_hat_x * eta_x**2 * sigma_sq(c, dx, mu, law) + 3 * (eta_x * Ex + eta_y * Ey)
+
+
+def one_epoch_rhs(c: HGSConstants, n: int, dx: int, eta_x: float, eta_y: float, mu: float,
+                  gx_sq: float, gy_sq: float, law: str = "sphere", enforce_caps: bool = True) -> float:
+    """Right side of Theorem 1 (1) minus F(z_t): bound on E[F(z_{t+1}) | F_t] - F(z_t),
+    given ||grad_x F(z_t)||^2 = gx_sq and ||grad_y F(z_t)||^2 = gy_sq."""
+    _check(c, n, dx, law)
+    _check_steps(c, n, eta_x, eta_y, enforce_caps)
+    Ex, Ey = drift_terms(c, n, dx, eta_x, eta_y, mu, law)
+    return (-(n / 4) * (eta_x * gx_sq + eta_y * gy_sq) + (3 * n / 4) * (eta_x * Ex + eta_y * Ey)
+            + c.L_hat_x * eta_x**2 * n * sigma_sq(c, dx, mu, law))
+
+
+def k_constants(c: HGSConstants, rho: float) -> tuple[float, float]:
+    """(K1, K2) of Corollary 1 for the ratio rho = eta_y / eta_x."""
+    Lx, Lc, Ly, Gx, Gy = c.L_x, c.L_c, c.L_y, c.G_x, c.G_y
+    K1 = 6 * Lx**2 * Gx**2 + 3 * rho**2 * Lc**2 * Gy**2 + 4 * rho * Lc**2 * Gx**2 + 2 * rho**3 * Ly**2 * Gy**2
+    K2 = 9 * Lx**2 + 6 * rho * Lc**2
+    return K1, K2
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Corollary 1's choice for one eps: parameters, the epoch count T, and its five terms."""
+
+    eps: float
+    mu: float
+    eta_x: float
+    eta_y: float
+    T: int
+    T_terms: dict  # T_a (x-cap), T_b (y-cap), T_c (ZO noise), T_d (RR drift), T_e (drift from ZO noise)
+    binding: str   # which term gives T
+    sigma_sq: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def corollary1_schedule(c: HGSConstants, n: int, dx: int, eps: float, delta: float, rho: float = 1.0,
+                        law: str = "sphere") -> Schedule:
+    """Corollary 1: mu, eta_x, eta_y = rho*eta_x and T with (1/T) sum_t E||grad F(z_t)||^2 <= eps^2."""
+    _check(c, n, dx, law)
+    _positive("eps", eps)
+    _positive("delta", delta)
+    _positive("rho", rho)
+    m = min(1.0, rho)
+    Lx, Gx = c.L_x, c.G_x
+    if Lx == 0:
+        raise BoundError("L_x = 0: the ZO block is linear; Corollary 1's mu rule divides by L_x")
+    if law == "sphere":
+        mu = min(eps * math.sqrt(m / 45) / Lx, math.sqrt(2 / dx) * Gx / Lx)
+    else:
+        mu = min(eps * math.sqrt(m / 45) / (Lx * math.sqrt(dx)), math.sqrt(2 / (dx * (dx + 4))) * Gx / Lx)
+    if mu <= 0:
+        raise BoundError("mu came out 0 (G_x = 0?): the ZO block has no gradient to estimate")
+    s2 = sigma_sq(c, dx, mu, law)
+    K1, K2 = k_constants(c, rho)
+    cx, cy = step_caps(c, n)
+    cands = {
+        "T_a": cx,
+        "T_b": cy / rho,
+        "T_c": m * eps**2 / (20 * c.L_hat_x * s2),
+        "T_d": math.inf if K1 == 0 else (eps / n) * math.sqrt(m / (5 * K1)),
+        "T_e": math.inf if K2 * s2 == 0 else eps * math.sqrt(m / (5 * n * K2 * s2)),
+    }
+    eta_x = min(cands.values())
+    terms = {k: (0.0 if math.isinf(v) else 20 * delta / (m * n * v * eps**2)) for k, v in cands.items()}
+    T = math.ceil(20 * delta / (m * n * eta_x * eps**2))
+    binding = min(cands, key=cands.get)
+    return Schedule(eps=eps, mu=mu, eta_x=eta_x, eta_y=rho * eta_x, T=T, T_terms=terms, binding=binding,
+                    sigma_sq=s2)
+
+
+def corollary1_T(c: HGSConstants, n: int, dx: int, eps: float, delta: float, rho: float = 1.0,
+                 law: str = "sphere") -> int:
+    """T_bound(eps): Corollary 1's epoch count."""
+    return corollary1_schedule(c, n, dx, eps, delta, rho, law).T
+
+
+def corollary2_bound(c: HGSConstants, n: int, dx: int, eta0: float, rho: float, mu0: float, T: int,
+                     delta: float, law: str = "sphere") -> float:
+    """Corollary 2 (anytime): with eta_x = eta0/(n sqrt T), eta_y = rho eta_x, mu = mu0 T^(-1/4),
+    bound on (1/T) sum_t E||grad F(z_t)||^2 (valid for T >= T0 = max{(8 Lhat_x eta0)^2, (4 rho Lhat_y eta0)^2})."""
+    _check(c, n, dx, law)
+    _positive("eta0", eta0)
+    _positive("rho", rho)
+    _positive("mu0", mu0)
+    _positive("delta", delta, strict=False)
+    T0 = max((8 * c.L_hat_x * eta0) ** 2, (4 * rho * c.L_hat_y * eta0) ** 2)
+    if T < T0:
+        raise BoundError(f"T = {T} is below Corollary 2's T0 = {T0:.4g} (the step caps fail)")
+    m = min(1.0, rho)
+    mu = mu0 * T ** -0.25
+    s2, b = sigma_sq(c, dx, mu, law), beta_mu(c, dx, mu, law)
+    K1, K2 = k_constants(c, rho)
+    sq = math.sqrt(T)
+    return ((4 * delta / eta0 + 4 * c.L_hat_x * eta0 * s2 / n + 9 * b**2 * sq) / (m * sq)
+            + eta0**2 * (K1 + K2 * s2 / n) / (m * T))

@@ -1,0 +1,95 @@
+r"""Ramp family: the family on which the eps^-4 epoch count of Corollary 1 is tight (THEORY.md C.5).
+
+For ``n`` even, signs :math:`s_i = +1` for :math:`i < n/2` and :math:`-1` otherwise,
+
+.. math::
+    f_i(x, y) = h_\varepsilon(x_1) + s_i\,\beta\,x_2 + \ell(s_i c_y y), \qquad
+    h_\varepsilon(t) = 2\varepsilon\,(\sqrt{1+t^2} - 1), \qquad \ell(t) = \log(1 + e^{-t}),
+
+with :math:`x\in\mathbb R^{d_x}` (:math:`d_x\ge 2`) and :math:`y\in\mathbb R`.
+
+* :math:`|h'_\varepsilon| < 2\varepsilon` everywhere and :math:`\|\nabla F\| \le \varepsilon` needs
+  :math:`x_1^2 \le 1/3`: far from 0 the iterate walks down a ramp of slope :math:`\approx 2\varepsilon`.
+* The :math:`\pm\beta x_2` terms cancel in :math:`F` but leave a ZO variance of order
+  :math:`d_x\beta^2` at *every* point (data heterogeneity that reshuffling cannot remove from the
+  ZO noise, B.6).
+* Class constants, valid for all :math:`\varepsilon \le 1/2` (independent of :math:`\varepsilon`, so
+  Corollary 1's :math:`T(\varepsilon)` scales exactly as :math:`\varepsilon^{-4}`):
+  :math:`L_x = 1` (:math:`h'' \le 2\varepsilon`), :math:`L_c = 0`, :math:`(L_0, L_1) = (c_y^2/4, 0)`
+  (:math:`\ell'' \le 1/4`), :math:`G_x = \sqrt{1+\beta^2}`, :math:`G_y = c_y`,
+  :math:`F^* = \log 2` (attained at :math:`x_1 = 0, y = 0`).
+* Start: :math:`x_1` solves :math:`h_\varepsilon(x_1) = \Delta`, all other coordinates 0, so
+  :math:`F(z_0) - F^* = \Delta` exactly.
+
+Prediction under :math:`\eta_x \propto \varepsilon^2`: epochs to :math:`\|\nabla F\| \le \varepsilon` grow as
+:math:`\Delta/(4 n \eta_x \varepsilon^2) \propto \varepsilon^{-4}` (C.5).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as Fnn
+
+from ..assumptions import HGSConstants
+from .base import DTYPE, FiniteSumProblem
+
+
+class Ramp(FiniteSumProblem):
+    """Ramp family (C.5).
+
+    Args:
+        eps: ramp parameter epsilon (the target accuracy of the epoch-complexity sweep), 0 < eps <= 1/2.
+        dx: ZO dimension (>= 2).
+        n: number of components (even).
+        beta: heterogeneity of the x_2 terms.
+        c_y: scale of the logistic FO block.
+        delta: initial gap F(z_0) - F*.
+    """
+
+    name = "ramp"
+
+    def __init__(self, eps: float = 0.1, dx: int = 10, n: int = 2, beta: float = 1.0, c_y: float = 1.0,
+                 delta: float = 1.0):
+        if not 0 < eps <= 0.5:
+            raise ValueError(f"ramp eps must be in (0, 1/2] (the class constants need it), got {eps}")
+        if dx < 2:
+            raise ValueError(f"ramp needs dx >= 2, got {dx}")
+        if n < 2 or n % 2:
+            raise ValueError(f"ramp needs an even n >= 2, got {n}")
+        if not (beta >= 0 and c_y > 0 and delta > 0):
+            raise ValueError("ramp needs beta >= 0, c_y > 0, delta > 0")
+        self.eps, self.dx, self.n, self.beta, self.c_y, self.delta0 = eps, dx, n, beta, c_y, delta
+        self.dy = 1
+
+    def _sign(self, j: torch.Tensor) -> torch.Tensor:
+        return torch.where(j < self.n // 2, 1.0, -1.0).to(DTYPE)
+
+    def value(self, j, x, y):
+        s = self._sign(j)
+        t = x[..., 0]
+        h = 2 * self.eps * (torch.sqrt(1 + t * t) - 1)
+        return h + s * self.beta * x[..., 1] + Fnn.softplus(-s * self.c_y * y[..., 0])
+
+    def grad(self, j, x, y):
+        s = self._sign(j)
+        t = x[..., 0]
+        shape = torch.broadcast_shapes(s.shape, x.shape[:-1], y.shape[:-1])
+        gx = torch.zeros(shape + (self.dx,), dtype=x.dtype, device=x.device)
+        gx[..., 0] = 2 * self.eps * t / torch.sqrt(1 + t * t)
+        gx[..., 1] = s * self.beta
+        # d/dy log(1+exp(-s c y)) = -s c sigmoid(-s c y)
+        gy = (-s * self.c_y * torch.sigmoid(-s * self.c_y * y[..., 0])).unsqueeze(-1)
+        return gx, gy.expand(shape + (1,))
+
+    def constants(self) -> HGSConstants:
+        return HGSConstants(L_x=1.0, L_c=0.0, L0=self.c_y**2 / 4, L1=0.0,
+                            G_x=math.sqrt(1 + self.beta**2), G_y=self.c_y, F_lower=math.log(2),
+                            region="global (class constants for every eps <= 1/2)",
+                            source="THEORY.md C.5; proofs/")
+
+    def initial_point(self, batch_shape=()):
+        r = 1 + self.delta0 / (2 * self.eps)
+        x = torch.zeros(tuple(batch_shape) + (self.dx,), dtype=DTYPE)
+        x[..., 0] = math.sqrt(r * r - 1)
+        return x, torch.zeros(tuple(batch_shape) + (1,), dtype=DTYPE)
