@@ -1,0 +1,201 @@
+r"""The proved expressions as SymPy objects: the single source of truth for ``hybridtheory.bounds``.
+
+Every bound stated in ``proofs/*.md`` is built here once, from the same symbols, and
+``tests/test_proofs_symbolic.py`` checks that
+
+* the algebra the proofs rely on holds identically (the assembly step of Theorem 1, the drift sums,
+  the five shares of Corollary 1, the exponent of :math:`T(\varepsilon)`, Corollary 2's algebra), and
+* ``hybridtheory.bounds`` (plain floats, for speed) evaluates to the same numbers as these
+  expressions at many random parameter points.
+
+Notation (``proofs/00-setting.md``): :math:`L_y = L_0 + L_1 G_y`, :math:`\hat L_x = L_x + L_c`,
+:math:`\hat L_y = L_y + L_c`, :math:`m = \min(1, \rho)`, :math:`\rho = \eta_y/\eta_x`, :math:`d = d_x`.
+"""
+from __future__ import annotations
+
+import sympy as sp
+
+# -- symbols -------------------------------------------------------------------------------------
+L_x, L_c, L0, L1, G_x, G_y = sp.symbols("L_x L_c L_0 L_1 G_x G_y", nonnegative=True)
+n, d, T = sp.symbols("n d T", positive=True, integer=True)
+eta_x, eta_y, mu, Delta, rho, eps = sp.symbols("eta_x eta_y mu Delta rho epsilon", positive=True)
+m = sp.Symbol("m", positive=True)          # m = min(1, rho); kept as a symbol where the proof does
+eta0, mu0 = sp.symbols("eta_0 mu_0", positive=True)
+
+L_y = L0 + L1 * G_y
+Lhat_x = L_x + L_c
+Lhat_y = L_y + L_c
+
+LAWS = ("sphere", "gaussian")
+
+
+def _law(law: str) -> str:
+    if law not in LAWS:
+        raise ValueError(f"law must be one of {LAWS}, got {law!r}")
+    return law
+
+
+# -- Lemma 2 (estimator) -------------------------------------------------------------------------
+def sigma_sq(law: str = "sphere", mu_=mu):
+    r"""Bound on :math:`\mathbb E\|g_x\|^2` (Lemma 2(c), ``proofs/02-estimators.md``)."""
+    if _law(law) == "sphere":
+        return 2 * d * G_x**2 + d**2 * L_x**2 * mu_**2 / 2
+    return 2 * (d + 2) * G_x**2 + mu_**2 * L_x**2 / 2 * d * (d + 2) * (d + 4)
+
+
+def sigma_sq_pointwise(grad_sq, law: str = "sphere", mu_=mu):
+    r"""Lemma 2(c) before (A3): :math:`\mathbb E\|g\|^2 \le 2d\|a\|^2 + d^2L^2\mu^2/2` (sphere),
+    :math:`2(d+2)\|a\|^2 + \tfrac{L^2\mu^2}2 d(d+2)(d+4)` (Gaussian), with :math:`\|a\|^2` = ``grad_sq``."""
+    return sigma_sq(law, mu_).subs(G_x**2, grad_sq)
+
+
+def beta_mu(law: str = "sphere", mu_=mu):
+    r"""Bound on the smoothing bias :math:`\|\mathbb E g_x - \nabla_x f\|` (Lemma 2(b))."""
+    return L_x * mu_ if _law(law) == "sphere" else L_x * mu_ * sp.sqrt(d)
+
+
+# -- Lemma 4 (drift) and Theorem 1 ----------------------------------------------------------------
+def drift_terms(law: str = "sphere", eta_x_=eta_x, eta_y_=eta_y, mu_=mu):
+    r"""(:math:`\bar E_x`, :math:`\bar E_y`) of Lemma 4 (``proofs/03-theorem1.md``)."""
+    s2, b = sigma_sq(law, mu_), beta_mu(law, mu_)
+    Ex = (2 * L_x**2 * eta_x_**2 * n**2 * G_x**2 + 3 * L_x**2 * eta_x_**2 * n * s2
+          + L_c**2 * eta_y_**2 * n**2 * G_y**2 + 3 * b**2)
+    Ey = (sp.Rational(4, 3) * L_c**2 * eta_x_**2 * n**2 * G_x**2 + 2 * L_c**2 * eta_x_**2 * n * s2
+          + sp.Rational(2, 3) * L_y**2 * eta_y_**2 * n**2 * G_y**2)
+    return Ex, Ey
+
+
+def step_caps():
+    r"""Theorem 1's caps :math:`(1/(8n\hat L_x), 1/(4n\hat L_y))`."""
+    return 1 / (8 * n * Lhat_x), 1 / (4 * n * Lhat_y)
+
+
+def theorem1_rhs(law: str = "sphere", eta_x_=eta_x, eta_y_=eta_y, mu_=mu, T_=T):
+    r"""W of Theorem 1 (2)."""
+    Ex, Ey = drift_terms(law, eta_x_, eta_y_, mu_)
+    return 4 * Delta / (n * T_) + 4 * Lhat_x * eta_x_**2 * sigma_sq(law, mu_) + 3 * (eta_x_ * Ex + eta_y_ * Ey)
+
+
+gx_sq, gy_sq = sp.symbols("g_x g_y", nonnegative=True)   # ||grad_x F(z_t)||^2, ||grad_y F(z_t)||^2
+
+
+def one_epoch_rhs(law: str = "sphere"):
+    r"""Right side of Theorem 1 (1) minus :math:`F(z_t)`."""
+    Ex, Ey = drift_terms(law)
+    return (-(n / sp.Integer(4)) * (eta_x * gx_sq + eta_y * gy_sq)
+            + (3 * n / sp.Integer(4)) * (eta_x * Ex + eta_y * Ey) + Lhat_x * eta_x**2 * n * sigma_sq(law))
+
+
+# -- Corollary 1 ----------------------------------------------------------------------------------
+def k_constants():
+    r"""(:math:`K_1`, :math:`K_2`) of Corollary 1."""
+    K1 = 6 * L_x**2 * G_x**2 + 3 * rho**2 * L_c**2 * G_y**2 + 4 * rho * L_c**2 * G_x**2 + 2 * rho**3 * L_y**2 * G_y**2
+    K2 = 9 * L_x**2 + 6 * rho * L_c**2
+    return K1, K2
+
+
+def corollary1_mu(law: str = "sphere"):
+    r"""Corollary 1's smoothing radius (the largest allowed): a ``sympy.Min`` of two rules."""
+    if _law(law) == "sphere":
+        return sp.Min(eps * sp.sqrt(m / 45) / L_x, sp.sqrt(2 / d) * G_x / L_x)
+    return sp.Min(eps * sp.sqrt(m / 45) / (L_x * sp.sqrt(d)), sp.sqrt(2 / (d * (d + 4))) * G_x / L_x)
+
+
+def corollary1_step_candidates(law: str = "sphere", s2=None):
+    r"""The five upper limits on :math:`\eta_x` of Corollary 1, keyed by the T term each one gives.
+
+    ``s2`` is :math:`\sigma^2` (a symbol by default, so the shares can be checked for any value)."""
+    s2 = sp.Symbol("sigma2", positive=True) if s2 is None else s2
+    K1, K2 = k_constants()
+    cx, cy = step_caps()
+    return {
+        "T_a": cx,
+        "T_b": cy / rho,
+        "T_c": m * eps**2 / (20 * Lhat_x * s2),
+        "T_d": (eps / n) * sp.sqrt(m / (5 * K1)),
+        "T_e": eps * sp.sqrt(m / (5 * n * K2 * s2)),
+    }
+
+
+def corollary1_T_terms(s2=None):
+    r"""The five T terms, :math:`20\Delta/(m n \eta\varepsilon^2)` at each candidate step."""
+    return {k: 20 * Delta / (m * n * v * eps**2) for k, v in corollary1_step_candidates(s2=s2).items()}
+
+
+def corollary1_T_terms_closed_form(s2=None):
+    r"""The same five terms written as in the statement of Corollary 1 (``proofs/04-corollaries.md``)."""
+    s2 = sp.Symbol("sigma2", positive=True) if s2 is None else s2
+    K1, K2 = k_constants()
+    return {
+        "T_a": 160 * Delta * Lhat_x / (m * eps**2),
+        "T_b": 80 * rho * Delta * Lhat_y / (m * eps**2),
+        "T_c": 400 * Delta * Lhat_x * s2 / (m**2 * n * eps**4),
+        "T_d": 20 * sp.sqrt(5) * Delta * sp.sqrt(K1) / (m**sp.Rational(3, 2) * eps**3),
+        "T_e": 20 * sp.sqrt(5) * Delta * sp.sqrt(s2) * sp.sqrt(K2) / (m**sp.Rational(3, 2) * sp.sqrt(n) * eps**3),
+    }
+
+
+def stationarity_bound_shares(law: str = "sphere"):
+    r""":math:`W/(m\eta_x)` with :math:`\eta_y = \rho\eta_x`, split into the five shares of Corollary 1.
+
+    Returns (W/(m eta_x), dict of shares); the proof shows their sum equals the first entry."""
+    W = theorem1_rhs(law, eta_x, rho * eta_x, mu, T)
+    K1, K2 = k_constants()
+    s2, b = sigma_sq(law), beta_mu(law)
+    shares = {
+        "T": 4 * Delta / (m * n * T * eta_x),
+        "noise": 4 * Lhat_x * eta_x * s2 / m,
+        "drift": eta_x**2 * n**2 * K1 / m,
+        "drift_noise": eta_x**2 * n * s2 * K2 / m,
+        "bias": 9 * b**2 / m,
+    }
+    return W / (m * eta_x), shares
+
+
+# -- Corollary 2 ----------------------------------------------------------------------------------
+def corollary2_bound(law: str = "sphere"):
+    r"""Corollary 2: :math:`W/(m\eta_x)` at :math:`\eta_x = \eta_0/(n\sqrt T)`, :math:`\eta_y=\rho\eta_x`,
+    :math:`\mu = \mu_0T^{-1/4}`, in the grouped form of the statement."""
+    mu_T = mu0 * T ** sp.Rational(-1, 4)
+    s2, b = sigma_sq(law, mu_T), beta_mu(law, mu_T)
+    K1, K2 = k_constants()
+    return ((4 * Delta / eta0 + 4 * Lhat_x * eta0 * s2 / n + 9 * b**2 * sp.sqrt(T)) / (m * sp.sqrt(T))
+            + eta0**2 * (K1 + K2 * s2 / n) / (m * T))
+
+
+def corollary2_T0():
+    r""":math:`T_0 = \max\{(8\hat L_x\eta_0)^2, (4\rho\hat L_y\eta_0)^2\}` (the caps hold iff T >= T0)."""
+    return sp.Max((8 * Lhat_x * eta0) ** 2, (4 * rho * Lhat_y * eta0) ** 2)
+
+
+# -- family constants (``proofs/01-hgs.md``, ``proofs/05-families.md``) ------------------------------
+y = sp.Symbol("y", positive=True)
+t = sp.Symbol("t", real=True)
+k_pow = sp.Symbol("k", positive=True)
+
+
+def power_family_L0(k=k_pow):
+    r"""Smallest :math:`L_0` with :math:`|f''| \le L_0 + L_1|f'|` for :math:`f = |y|^k`, :math:`k>2`:
+    :math:`k(k-2)^{k-2}/L_1^{k-2}`."""
+    return k * (k - 2) ** (k - 2) / L1 ** (k - 2)
+
+
+def power_family_excess(k=k_pow):
+    r""":math:`f'' - L_1 f'` on :math:`y>0` for :math:`f = y^k`; its maximum is the smallest valid :math:`L_0`."""
+    f = y**k
+    return sp.diff(f, y, 2) - L1 * sp.diff(f, y)
+
+
+def pseudo_huber(delta):
+    r""":math:`\rho_\delta(t) = \delta^2(\sqrt{1+t^2/\delta^2}-1)` (HYB's ZO block)."""
+    return delta**2 * (sp.sqrt(1 + t**2 / delta**2) - 1)
+
+
+def logistic_loss():
+    r""":math:`\ell(t) = \log(1+e^{-t})` (HYB's and the ramp's FO block)."""
+    return sp.log(1 + sp.exp(-t))
+
+
+def ramp_h(e=eps):
+    r""":math:`h_\varepsilon(t) = 2\varepsilon(\sqrt{1+t^2}-1)` (ramp family)."""
+    return 2 * e * (sp.sqrt(1 + t**2) - 1)
