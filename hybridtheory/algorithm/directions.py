@@ -20,7 +20,7 @@ sphere normalisation is done per replicate. The LLM side uses ``batch_dims = 0``
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -83,21 +83,29 @@ class Direction:
         batch_dims: number of leading replicate dimensions of every tensor of the block.
         dtype: dtype the draw is made in (float32 by default, so a bf16 model and an fp32
             model see the same direction up to rounding); it is cast when applied.
+        cache: a dict to keep the draws in (small synthetic blocks: saves the regenerations);
+            ``None`` (default, models) regenerates every time and holds one tensor at a time.
     """
 
     seed: int
     law: str = "gaussian"
     batch_dims: int = 0
     dtype: torch.dtype = torch.float32
+    cache: dict | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.law not in LAWS:
             raise ValueError(f"unknown direction law {self.law!r}; expected one of {LAWS}")
 
     def _raw(self, k: int, t: torch.Tensor) -> torch.Tensor:
+        if self.cache is not None and k in self.cache:
+            return self.cache[k]
         gen = generator_for(t.device, derive_seed(self.seed, k))
         dtype = torch.float64 if t.dtype == torch.float64 else self.dtype
-        return torch.randn(t.shape, generator=gen, device=t.device, dtype=dtype)
+        r = torch.randn(t.shape, generator=gen, device=t.device, dtype=dtype)
+        if self.cache is not None:
+            self.cache[k] = r
+        return r
 
     def inverse_norm(self, block: Sequence[torch.Tensor]) -> torch.Tensor | None:
         """Per-replicate 1/||raw draw|| for the sphere law (None for Gaussian).

@@ -40,6 +40,8 @@ class ZOSettings:
         queries: q >= 1 directions averaged per step.
         batch_dims: leading replicate dimensions of the block's tensors (0 for a model).
         dtype: dtype of the direction draws (cast when applied).
+        cache: keep each step's draws in memory instead of regenerating them (small blocks only:
+            the synthetic fast path; never for models).
     """
 
     mu: float | torch.Tensor = 1e-3
@@ -48,6 +50,7 @@ class ZOSettings:
     queries: int = 1
     batch_dims: int = 0
     dtype: torch.dtype = torch.float32
+    cache: bool = False
 
     def __post_init__(self) -> None:
         if self.law not in LAWS:
@@ -65,7 +68,8 @@ class ZOSettings:
 
     def direction(self, step_seed: int, query: int) -> Direction:
         """The direction of query ``query`` of the step seeded ``step_seed``."""
-        return Direction(derive_seed(step_seed, query), self.law, self.batch_dims, self.dtype)
+        return Direction(derive_seed(step_seed, query), self.law, self.batch_dims, self.dtype,
+                         cache={} if self.cache else None)
 
 
 @dataclass

@@ -37,21 +37,25 @@ class PLQuadratic(FiniteSumProblem):
         self.dx, self.n, self.beta, self.c_y, self.delta0 = dx, n, beta, c_y, delta
         self.radius = 2 * math.sqrt(2 * delta) if radius is None else radius
         self.dy = 1
+        self._signs = torch.where(torch.arange(n) < n // 2, 1.0, -1.0).to(DTYPE)
 
     def _sign(self, j):
-        return torch.where(j < self.n // 2, 1.0, -1.0).to(DTYPE)
+        if self._signs.device != j.device:
+            self._signs = self._signs.to(j.device)
+        return self._signs[j]
 
     def value(self, j, x, y):
         s = self._sign(j)
-        return 0.5 * x.square().sum(-1) + s * self.beta * x[..., 1] + Fnn.softplus(-s * self.c_y * y[..., 0])
+        return 0.5 * x.square().sum(-1) + (self.beta * s) * x[..., 1] + Fnn.softplus((-self.c_y * s) * y[..., 0])
 
     def grad(self, j, x, y):
         s = self._sign(j)
-        shape = torch.broadcast_shapes(s.shape, x.shape[:-1], y.shape[:-1])
-        gx = x.expand(shape + (self.dx,)).clone()
-        gx[..., 1] += s * self.beta
-        gy = (-s * self.c_y * torch.sigmoid(-s * self.c_y * y[..., 0])).unsqueeze(-1)
-        return gx, gy.expand(shape + (1,))
+        shift = torch.zeros(s.shape + (self.dx,), dtype=x.dtype, device=x.device)
+        shift[..., 1] = self.beta * s
+        gx = x + shift
+        sc = self.c_y * s
+        gy = (-sc * torch.sigmoid(-sc * y[..., 0])).unsqueeze(-1)
+        return gx, gy.expand(gx.shape[:-1] + (1,))
 
     def constants(self) -> HGSConstants:
         return HGSConstants(L_x=1.0, L_c=0.0, L0=self.c_y**2 / 4, L1=0.0, G_x=self.radius + self.beta,

@@ -61,26 +61,30 @@ class Ramp(FiniteSumProblem):
             raise ValueError("ramp needs beta >= 0, c_y > 0, delta > 0")
         self.eps, self.dx, self.n, self.beta, self.c_y, self.delta0 = eps, dx, n, beta, c_y, delta
         self.dy = 1
+        self._signs = torch.where(torch.arange(n) < n // 2, 1.0, -1.0).to(DTYPE)
 
     def _sign(self, j: torch.Tensor) -> torch.Tensor:
-        return torch.where(j < self.n // 2, 1.0, -1.0).to(DTYPE)
+        if self._signs.device != j.device:
+            self._signs = self._signs.to(j.device)
+        return self._signs[j]
 
     def value(self, j, x, y):
         s = self._sign(j)
         t = x[..., 0]
-        h = 2 * self.eps * (torch.sqrt(1 + t * t) - 1)
-        return h + s * self.beta * x[..., 1] + Fnn.softplus(-s * self.c_y * y[..., 0])
+        h = (2 * self.eps) * (torch.sqrt(1 + t * t) - 1)
+        return h + (self.beta * s) * x[..., 1] + Fnn.softplus((-self.c_y * s) * y[..., 0])
 
     def grad(self, j, x, y):
         s = self._sign(j)
         t = x[..., 0]
-        shape = torch.broadcast_shapes(s.shape, x.shape[:-1], y.shape[:-1])
-        gx = torch.zeros(shape + (self.dx,), dtype=x.dtype, device=x.device)
-        gx[..., 0] = 2 * self.eps * t / torch.sqrt(1 + t * t)
-        gx[..., 1] = s * self.beta
+        g1, g2 = torch.broadcast_tensors((2 * self.eps) * t * torch.rsqrt(1 + t * t), self.beta * s)
+        parts = [g1.unsqueeze(-1), g2.unsqueeze(-1)]
+        if self.dx > 2:
+            parts.append(g1.new_zeros(g1.shape + (self.dx - 2,)))
         # d/dy log(1+exp(-s c y)) = -s c sigmoid(-s c y)
-        gy = (-s * self.c_y * torch.sigmoid(-s * self.c_y * y[..., 0])).unsqueeze(-1)
-        return gx, gy.expand(shape + (1,))
+        sc = self.c_y * s
+        gy = (-sc * torch.sigmoid(-sc * y[..., 0])).unsqueeze(-1)
+        return torch.cat(parts, -1), gy.expand(g1.shape + (1,))
 
     def constants(self) -> HGSConstants:
         return HGSConstants(L_x=1.0, L_c=0.0, L0=self.c_y**2 / 4, L1=0.0,

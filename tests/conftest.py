@@ -1,0 +1,13 @@
+"""Shared test configuration.
+
+Under ``CI=true`` Hypothesis loads its built-in ``ci`` profile by itself (derandomized, no deadline,
+no example database), so property tests are reproducible in CI. Locally we register a ``dev``
+profile with no deadline (first torch calls are slow) and select it unless CI is set.
+"""
+import os
+
+from hypothesis import settings
+
+settings.register_profile("dev", deadline=None, print_blob=True)
+if not os.environ.get("CI"):
+    settings.load_profile("dev")
