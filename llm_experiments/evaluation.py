@@ -1,0 +1,171 @@
+r"""Candidate scoring and accuracy, with the majority-class baseline beside every accuracy.
+
+Score of candidate ``k`` of an example (``Candidates`` from :meth:`TaskSpec.render`):
+
+.. math::  s_k = \frac{1}{|c_k|} \sum_{t \in c_k} \log p_\theta(x_t \mid x_{<t}),
+
+the **mean** per-token log-probability of the continuation tokens ``c_k`` given everything before them
+(MeZO / ZO-Bench convention, LLM-NOTES §2.1-2.2; ``reduction="sum"`` gives the total instead). The prediction
+is ``argmax_k s_k`` (first index on ties). For ``label_words`` tasks the contexts are equal and the
+continuations are the verbalizer words; for WinoGrande's ``partial`` scoring the continuations are the shared
+text after the blank and the contexts differ, so mean and sum rank the options the same whenever the suffix
+tokenises to the same length for both options (it does unless a merge crosses the blank).
+
+All candidates of ``batch_size`` examples go through the model in **one** right-padded forward pass; right
+padding leaves every real token at its unpadded position, so batched scores equal one-at-a-time scores up to
+floating-point reduction order (tested).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Sequence
+
+from .data import collate, encode_candidates
+from .errors import UserError
+from .tasks import Candidates, TaskSpec
+
+__all__ = ["score_candidates", "evaluate", "majority_baseline"]
+
+
+def _model_device(model):
+    for param in model.parameters():
+        return param.device
+    import torch
+
+    return torch.device("cpu")
+
+
+def _continuation_logprobs(model, sequences: list[tuple[list[int], int]], pad_id: int, reduction: str) -> list[float]:
+    """Per-sequence sum or mean log-probability of its trailing continuation tokens, from one forward pass."""
+    import torch
+
+    batch = collate([{"input_ids": ids} for ids, _ in sequences], pad_id)
+    device = _model_device(model)
+    input_ids = batch["input_ids"].to(device)
+    attention_mask = batch["attention_mask"].to(device)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    # Prompt tuning prepends virtual-token positions to the logits; the real tokens are the last `width`.
+    width = input_ids.shape[1]
+    logits = logits[:, -width:, :]
+    rows, positions, owners = [], [], []
+    for seq_index, (ids, n_cont) in enumerate(sequences):
+        for pos in range(len(ids) - n_cont, len(ids)):
+            rows.append(seq_index)
+            positions.append(pos)
+            owners.append(seq_index)
+    rows_t = torch.tensor(rows, device=device)
+    pos_t = torch.tensor(positions, device=device)
+    # Token at `pos` is predicted by the logits at `pos - 1`; log-softmax only those rows, in float32.
+    picked = logits[rows_t, pos_t - 1].float().log_softmax(dim=-1)
+    token_logprobs = picked.gather(1, input_ids[rows_t, pos_t].unsqueeze(1)).squeeze(1)
+    totals = torch.zeros(len(sequences), dtype=torch.float64, device=device)
+    totals.index_add_(0, torch.tensor(owners, device=device), token_logprobs.double())
+    if reduction == "mean":
+        counts = torch.tensor([n for _, n in sequences], dtype=torch.float64, device=device)
+        totals = totals / counts
+    return totals.cpu().tolist()
+
+
+class _EvalMode:
+    """``model.eval()`` and ``torch.no_grad()`` inside; every submodule's train/eval flag restored on exit."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __enter__(self):
+        import torch
+
+        self.modes = [(module, module.training) for module in self.model.modules()]
+        self.model.eval()
+        self.no_grad = torch.no_grad()
+        self.no_grad.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.no_grad.__exit__(*exc)
+        for module, was_training in self.modes:
+            module.training = was_training
+
+
+def score_candidates(
+    model,
+    tokenizer,
+    requests: Sequence[Candidates],
+    batch_size: int = 8,
+    max_length: int = 512,
+    reduction: str = "mean",
+) -> list[list[float]]:
+    """Scores ``s_k`` (module docstring) of every candidate of every request.
+
+    ``batch_size`` counts examples: each forward pass holds all candidates of ``batch_size`` examples. The
+    model runs in eval mode under ``no_grad``; its previous per-module train/eval flags are restored.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    scores: list[list[float]] = []
+    with _EvalMode(model):
+        for start in range(0, len(requests), batch_size):
+            chunk = requests[start : start + batch_size]
+            encoded = [encode_candidates(request, tokenizer, max_length) for request in chunk]
+            flat = [pair for pairs in encoded for pair in pairs]
+            flat_scores = _continuation_logprobs(model, flat, pad_id, reduction)
+            offset = 0
+            for pairs in encoded:
+                scores.append(flat_scores[offset : offset + len(pairs)])
+                offset += len(pairs)
+    return scores
+
+
+def majority_baseline(labels: Sequence[int]) -> tuple[float, int | None]:
+    """(accuracy of always predicting the most frequent gold label, that label); ties go to the smaller label."""
+    if not labels:
+        return float("nan"), None
+    counts = Counter(labels)
+    label = min(counts, key=lambda k: (-counts[k], k))
+    return counts[label] / len(labels), label
+
+
+def evaluate(
+    model,
+    tokenizer,
+    spec: TaskSpec,
+    examples: Sequence[dict],
+    batch_size: int = 8,
+    max_length: int = 512,
+    reduction: str = "mean",
+    return_predictions: bool = False,
+) -> dict[str, Any]:
+    """Accuracy of argmax candidate scoring on ``examples``, with the majority-class baseline.
+
+    Returns ``accuracy``, ``majority_baseline`` and ``majority_label`` (from these examples' gold labels),
+    ``n``, per-class ``gold_counts``, ``predicted_counts`` and ``correct_counts`` (keys are candidate indices
+    as strings, e.g. "0"/"1" for the verbalizer order or WinoGrande's option1/option2), ``scoring`` and
+    ``reduction``; with ``return_predictions`` also ``predictions`` and ``scores``.
+    """
+    requests = [spec.render(example) for example in examples]
+    if any(request.label is None for request in requests):
+        raise UserError(f"task {spec.name}: evaluation examples must be labelled")
+    scores = score_candidates(model, tokenizer, requests, batch_size, max_length, reduction)
+    predictions = [max(range(len(row)), key=lambda k: (row[k], -k)) for row in scores]
+    gold = [request.label for request in requests]
+    correct = [p == g for p, g in zip(predictions, gold)]
+    baseline, majority_label = majority_baseline(gold)
+    classes = range(max([spec.num_candidates] + [len(row) for row in scores]))
+    result: dict[str, Any] = {
+        "accuracy": sum(correct) / len(correct) if correct else float("nan"),
+        "majority_baseline": baseline,
+        "majority_label": majority_label,
+        "n": len(requests),
+        "gold_counts": {str(k): gold.count(k) for k in classes},
+        "predicted_counts": {str(k): predictions.count(k) for k in classes},
+        "correct_counts": {str(k): sum(1 for p, g in zip(predictions, gold) if g == k and p == g) for k in classes},
+        "scoring": spec.scoring,
+        "reduction": reduction,
+    }
+    if return_predictions:
+        result["predictions"] = predictions
+        result["scores"] = scores
+    return result
