@@ -184,17 +184,18 @@ def run(problem: FiniteSumProblem, cfg: RunConfig, state: RunState | None = None
         bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=desc or f"{problem.name}/{cfg.method}",
                    leave=False, mininterval=0.5)
     done = record(state.epoch) if state.position == 0 else False
-    while state.epoch < cfg.epochs and not done:
-        order = sampler.order(state.epoch)
-        for i in range(state.position, n):
-            j = order[:, i]
-            hybrid_step(groups, problem.oracle(j, state.x, state.y), zo,
-                        step_seed(cfg, state.epoch, i, n), fo_point=cfg.fo_point)
-            state.position = i + 1
-        state.epoch, state.position = state.epoch + 1, 0
-        done = record(state.epoch)
-        if bar is not None:
-            bar.update(1)
+    with torch.no_grad():  # closed-form oracles: no autograd anywhere in the loop
+        while state.epoch < cfg.epochs and not done:
+            order = sampler.order(state.epoch)
+            for i in range(state.position, n):
+                j = order[:, i]
+                hybrid_step(groups, problem.oracle(j, state.x, state.y), zo,
+                            step_seed(cfg, state.epoch, i, n), fo_point=cfg.fo_point)
+                state.position = i + 1
+            state.epoch, state.position = state.epoch + 1, 0
+            done = record(state.epoch)
+            if bar is not None:
+                bar.update(1)
     if bar is not None:
         bar.close()
     return Trajectory(np.asarray(rec_e), np.stack(rec_gx), np.stack(rec_gy), np.stack(rec_v),

@@ -19,6 +19,7 @@ sphere normalisation is done per replicate. The LLM side uses ``batch_dims = 0``
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -47,6 +48,18 @@ def derive_seed(*parts: int) -> int:
             raise ValueError(f"seed parts must be non-negative, got {p}")
         z = _splitmix64(z ^ (int(p) & _MASK64))
     return z & ((1 << 63) - 1)
+
+
+def no_grad(fn):
+    """Run ``fn`` without autograd; cheaper than ``torch.no_grad()`` when grad mode is already off
+    (the synthetic fast path calls these functions millions of times)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
+    return wrapper
 
 
 _GENERATORS: dict[torch.device, torch.Generator] = {}
@@ -127,9 +140,15 @@ class Direction:
         if self.law == "sphere" and inv_norm is None:
             inv_norm = self.inverse_norm(block)
         for k, t in enumerate(block):
+            key = ("unit", k)
+            if self.cache is not None and key in self.cache:
+                yield t, self.cache[key]
+                continue
             u = self._raw(k, t)
             if inv_norm is not None:
                 u = u * (_batch_view(inv_norm, u, self.batch_dims) if self.batch_dims else inv_norm)
+                if self.cache is not None:
+                    self.cache[key] = u
             yield t, u
 
     def materialize(self, block: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -140,7 +159,7 @@ class Direction:
         """Factor s with g = s * c * u: d for the sphere, 1 for the Gaussian."""
         return float(block_dim(block, self.batch_dims)) if self.law == "sphere" else 1.0
 
-    @torch.no_grad()
+    @no_grad
     def add_to(self, block: Sequence[torch.Tensor],
                alpha: float | torch.Tensor | Sequence[float | torch.Tensor],
                inv_norm: torch.Tensor | None = None) -> None:
@@ -156,8 +175,11 @@ class Direction:
         for (t, u), a in zip(self.tensors(block, inv_norm), alphas):
             if isinstance(a, torch.Tensor):
                 a = _batch_view(a, t, self.batch_dims) if self.batch_dims else a
-                t.add_((u * a).to(t.dtype))
+                if t.dtype == u.dtype:
+                    t.addcmul_(u, a)
+                else:
+                    t.add_((u * a).to(t.dtype))  # scale in the draw's precision, then round once
             elif t.dtype == u.dtype:
                 t.add_(u, alpha=a)
             else:
-                t.add_((u * a).to(t.dtype))  # scale in the draw's precision, then round once
+                t.add_((u * a).to(t.dtype))

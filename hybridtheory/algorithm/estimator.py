@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .directions import LAWS, Direction, derive_seed
+from .directions import LAWS, Direction, derive_seed, no_grad
 
 DIFFERENCES = ("central", "forward")
 
@@ -81,7 +81,7 @@ class ZORecord:
     inv_norm: torch.Tensor | None = field(default=None, repr=False)  # sphere normaliser, batch shape
 
 
-@torch.no_grad()
+@no_grad
 def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tensor],
                     settings: ZOSettings, step_seed: int, f0: torch.Tensor | None = None,
                     plus_loss: Callable[[], torch.Tensor] | None = None) -> list[ZORecord]:
@@ -124,7 +124,7 @@ def zo_forwards(settings: ZOSettings, have_f0: bool) -> int:
     return settings.queries * per_query + (0 if settings.difference == "central" or have_f0 else 1)
 
 
-@torch.no_grad()
+@no_grad
 def apply_zo_update(block: Sequence[torch.Tensor], records: Sequence[ZORecord],
                     lrs: Sequence[float | torch.Tensor]) -> None:
     r"""In place: ``block[k] -= lrs[k] * g_k`` with :math:`g = \frac{s}{q}\sum_r c_r u_r`.

@@ -28,6 +28,7 @@ from typing import Protocol
 
 import torch
 
+from .directions import no_grad
 from .estimator import ZORecord, ZOSettings, apply_zo_update, zo_coefficients, zo_forwards
 
 FO_POINTS = ("jacobi", "gauss_seidel", "perturbed")
@@ -81,7 +82,7 @@ class StepInfo:
 FOUpdate = Callable[[list[torch.Tensor], list[torch.Tensor], list[float | torch.Tensor]], None]
 
 
-@torch.no_grad()
+@no_grad
 def sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float | torch.Tensor],
                batch_dims: int = 0) -> None:
     """In place: p <- p - lr * g, with per-replicate lr allowed."""

@@ -61,29 +61,30 @@ class Ramp(FiniteSumProblem):
             raise ValueError("ramp needs beta >= 0, c_y > 0, delta > 0")
         self.eps, self.dx, self.n, self.beta, self.c_y, self.delta0 = eps, dx, n, beta, c_y, delta
         self.dy = 1
-        self._signs = torch.where(torch.arange(n) < n // 2, 1.0, -1.0).to(DTYPE)
+        signs = torch.where(torch.arange(n) < n // 2, 1.0, -1.0).to(DTYPE)
+        self._bs, self._cs = beta * signs, -c_y * signs
 
-    def _sign(self, j: torch.Tensor) -> torch.Tensor:
-        if self._signs.device != j.device:
-            self._signs = self._signs.to(j.device)
-        return self._signs[j]
+    def _tables(self, j: torch.Tensor):
+        """Per-component coefficients (beta s_j, -c_y s_j), looked up by index (fast path)."""
+        if self._bs.device != j.device:
+            self._bs, self._cs = self._bs.to(j.device), self._cs.to(j.device)
+        return self._bs[j], self._cs[j]
 
     def value(self, j, x, y):
-        s = self._sign(j)
+        bs, cs = self._tables(j)
         t = x[..., 0]
         h = (2 * self.eps) * (torch.sqrt(1 + t * t) - 1)
-        return h + (self.beta * s) * x[..., 1] + Fnn.softplus((-self.c_y * s) * y[..., 0])
+        return h + bs * x[..., 1] + Fnn.softplus(cs * y[..., 0])
 
     def grad(self, j, x, y):
-        s = self._sign(j)
+        bs, cs = self._tables(j)
         t = x[..., 0]
-        g1, g2 = torch.broadcast_tensors((2 * self.eps) * t * torch.rsqrt(1 + t * t), self.beta * s)
+        g1, g2 = torch.broadcast_tensors((2 * self.eps) * t * torch.rsqrt(1 + t * t), bs)
         parts = [g1.unsqueeze(-1), g2.unsqueeze(-1)]
         if self.dx > 2:
             parts.append(g1.new_zeros(g1.shape + (self.dx - 2,)))
-        # d/dy log(1+exp(-s c y)) = -s c sigmoid(-s c y)
-        sc = self.c_y * s
-        gy = (-sc * torch.sigmoid(-sc * y[..., 0])).unsqueeze(-1)
+        # d/dy log(1+exp(cs y)) = cs sigmoid(cs y), with cs = -c_y s_j
+        gy = (cs * torch.sigmoid(cs * y[..., 0])).unsqueeze(-1)
         return torch.cat(parts, -1), gy.expand(g1.shape + (1,))
 
     def constants(self) -> HGSConstants:
