@@ -13,6 +13,10 @@ from .base import DTYPE, FiniteSumProblem, ProblemOracle
 _REGISTRY: dict[str, str] = {
     "ramp": "ramp:Ramp",
     "pl": "pl:PLQuadratic",
+    "quadratic": "quadratic:CoupledQuadratic",
+    "hyb": "hyb:HYB",
+    "lora": "lora:LoRARegression",
+    "catalogue": "catalogue:CatalogueProblem",
 }
 
 FAMILIES = tuple(_REGISTRY)

@@ -172,9 +172,17 @@ class HYB(FiniteSumProblem):
         bs = tuple(batch_shape)
         return self._x0.expand(*bs, self.dx).clone(), self._y0.expand(*bs, self.dy).clone()
 
+    def to(self, device) -> HYB:
+        """Move the instance data to ``device`` (also done lazily on the first call with tensors there)."""
+        for name in ("a", "b", "c", "e", "kappa", "p", "q", "_x0", "_y0"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
     # -- fast path: closed form, vectorised over the batch shape and over j ----------------------
     def _parts(self, j, x, y):
-        j = torch.as_tensor(j)
+        if self.a.device != x.device:
+            self.to(x.device)
+        j = torch.as_tensor(j, device=x.device)
         a, b = _gather(self.a, j), _gather(self.b, j)                         # (*J,K,dx), (*J,K)
         r = (a @ x.unsqueeze(-1)).squeeze(-1) - b                               # (*B,K)
         sc = (_gather(self.c, j) * y).sum(-1) - _gather(self.e, j)              # c^T y - e

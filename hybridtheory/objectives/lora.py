@@ -123,8 +123,16 @@ class LoRARegression(FiniteSumProblem):
         B = y[..., self.p * self.r:].reshape(*y.shape[:-1], self.q, self.r)
         return W, A, B
 
+    def to(self, device) -> LoRARegression:
+        """Move the instance data to ``device`` (also done lazily on the first call with tensors there)."""
+        for name in ("inputs", "targets", "W_star", "_y0"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
     def _residual(self, j, x, y):
-        j = torch.as_tensor(j).long()
+        if self.inputs.device != x.device:
+            self.to(x.device)
+        j = torch.as_tensor(j, device=x.device).long()
         W, A, B = self.split(x, y)
         u = self.inputs[j].unsqueeze(-1)                                     # (*J, q, 1)
         Btu = B.transpose(-1, -2) @ u                                        # (*, r, 1)

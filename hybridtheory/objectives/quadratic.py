@@ -94,9 +94,16 @@ class CoupledQuadratic(FiniteSumProblem):
         bs = tuple(batch_shape)
         return (torch.full((*bs, self.dx), v, dtype=DTYPE), torch.full((*bs, self.dy), v, dtype=DTYPE))
 
+    def to(self, device) -> CoupledQuadratic:
+        """Move the instance data to ``device`` (also done lazily on the first call with tensors there)."""
+        self.H, self.c = self.H.to(device), self.c.to(device)
+        return self
+
     # -- fast path --------------------------------------------------------------------------------
     def _hz(self, j, x, y):
-        j = torch.as_tensor(j).long()
+        if self.H.device != x.device:
+            self.to(x.device)
+        j = torch.as_tensor(j, device=x.device).long()
         bs = torch.broadcast_shapes(x.shape[:-1], y.shape[:-1])
         z = torch.cat([x.expand(*bs, self.dx), y.expand(*bs, self.dy)], -1)
         Hz = (self.H[j] @ z.unsqueeze(-1)).squeeze(-1)

@@ -1,0 +1,438 @@
+r"""Numerical checks of hybrid generalized smoothness (THEORY.md B.2, B.4) and local-constant estimates.
+
+Two tools:
+
+1. **Certificate checks** for any :class:`~hybridtheory.objectives.base.FiniteSumProblem`:
+
+   * :func:`check_pairs`: on a batch of point pairs :math:`(z, z')` and components :math:`j`, the worst
+     ratio of left to right side of
+
+     .. math::
+        \text{(H1)}\quad \|\nabla_x f_j(z')-\nabla_x f_j(z)\| &\le L_x\|\Delta x\| + L_c\|\Delta y\| \\
+        \text{(H2)}\quad \|\nabla_y f_j(z')-\nabla_y f_j(z)\| &\le \phi\,[L_c\|\Delta x\| + (L_0+L_1\|\nabla_y f_j(z)\|)\|\Delta y\|]
+
+     with :math:`\phi = \phi(L_1\|\Delta y\|) = (e^t-1)/t` when ``constants().form == "hessian"``
+     (Proposition 1) and :math:`\phi = 1` for ``"first_order"``; pairs with :math:`L_1\|\Delta y\| > 1` are
+     outside Definition 1 and are skipped (counted). Both orientations of every pair are checked
+     (each endpoint serves as the anchor :math:`z`). It also returns the gradient-bound ratios
+     :math:`\|\nabla_x f_j\|/G_x`, :math:`\|\nabla_y f_j\|/G_y` (A3) at all endpoints.
+   * :func:`check_hessian`: the pointwise Hessian-form ratios :math:`\|H_{xx}\|/L_x`, :math:`\|H_{xy}\|/L_c`,
+     :math:`\|H_{yy}\|/(L_0+L_1\|\nabla_y f\|)` by autograd (for maximisers / tightness and small problems).
+   * :func:`random_pairs`: pairs in the region where a problem's constants are certified (the
+     problem's ``sample_points`` if it has one; the second point is a convex combination, so convex
+     regions are respected).
+
+   A certificate is *sound* on the sample if every ratio is :math:`\le 1` up to rounding.
+
+2. **Empirical local constants** for objectives without a certificate (e.g. an LLM loss with two parameter
+   blocks): :func:`estimate_local_constants` samples base points in a ball around :math:`z_0` and, at each,
+   runs a few finite-difference power-iteration steps per block, returning the largest observed ratios
+   :math:`\|\Delta\nabla_x\|/\|\Delta x\|` (:math:`\hat L_x`), cross ratios (:math:`\hat L_c`) and
+   :math:`\|\Delta\nabla_y\|/\|\Delta y\|` (:math:`\hat L_y`), plus the largest gradient norms. These are
+   *lower* estimates of the local suprema (a maximum over sampled pairs), not certificates.
+
+Command line: ``python -m hybridtheory.hgs_check --report`` prints soundness (max observed ratio per
+constant per family) and tightness (ratio at the documented maximisers) for every family built here.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .assumptions import HGSConstants
+from .objectives.base import DTYPE, FiniteSumProblem
+
+# -- 1. certificate checks -------------------------------------------------------------------------
+
+
+def _phi_t(t: torch.Tensor) -> torch.Tensor:
+    """phi(t) = (e^t - 1)/t with phi(0) = 1, elementwise and stable (expm1)."""
+    safe = torch.where(t > 0, t, torch.ones_like(t))
+    return torch.where(t > 0, torch.expm1(safe) / safe, torch.ones_like(t))
+
+
+def _ratio(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """lhs / rhs with 0/0 = 0 and (>0)/0 = inf (a violation of a zero bound)."""
+    out = lhs / torch.where(rhs > 0, rhs, torch.ones_like(rhs))
+    return torch.where(rhs > 0, out, torch.where(lhs > 0, torch.full_like(lhs, math.inf), torch.zeros_like(lhs)))
+
+
+@dataclass
+class PairCheck:
+    """Worst ratios found by :func:`check_pairs` (each <= 1 means the certificate held on the sample).
+
+    ``argmax_h1`` / ``argmax_h2`` hold the worst pair as ``{"j", "x", "y", "x2", "y2"}`` (anchor first).
+    ``gx`` / ``gy`` are ``nan`` when the problem certifies no gradient bound.
+    """
+
+    h1: float
+    h2: float
+    gx: float
+    gy: float
+    n_pairs: int
+    n_outside_radius: int
+    argmax_h1: dict = field(default_factory=dict, repr=False)
+    argmax_h2: dict = field(default_factory=dict, repr=False)
+
+    def worst(self) -> float:
+        return max(v for v in (self.h1, self.h2, self.gx, self.gy) if not math.isnan(v))
+
+    def sound(self, rtol: float = 1e-9) -> bool:
+        return self.worst() <= 1 + rtol
+
+
+def check_pairs(problem: FiniteSumProblem, j: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                x2: torch.Tensor, y2: torch.Tensor, constants: HGSConstants | None = None) -> PairCheck:
+    """Worst (H1)/(H2) and gradient-bound ratios over the pairs ``((x, y), (x2, y2))`` for components ``j``.
+
+    Shapes: ``x, x2: (N, dx)``, ``y, y2: (N, dy)``, ``j`` broadcastable to ``(N,)``.
+    ``constants`` defaults to ``problem.constants()`` (pass another certificate to test it).
+    """
+    c = problem.constants() if constants is None else constants
+    j = torch.as_tensor(j).expand(x.shape[0])
+    gx1, gy1 = problem.grad(j, x, y)
+    gx2, gy2 = problem.grad(j, x2, y2)
+    dxn = (x2 - x).norm(dim=-1)
+    dyn = (y2 - y).norm(dim=-1)
+    inside = c.L1 * dyn <= 1.0
+    lhs1 = (gx2 - gx1).norm(dim=-1)
+    lhs2 = (gy2 - gy1).norm(dim=-1)
+    rhs1 = c.L_x * dxn + c.L_c * dyn
+    phi = _phi_t(c.L1 * dyn) if c.form == "hessian" else torch.ones_like(dyn)
+    # both orientations: anchor z (gradient gy1) and anchor z' (gradient gy2)
+    r1 = torch.where(inside, _ratio(lhs1, rhs1), torch.zeros_like(lhs1))
+    r2 = torch.stack([_ratio(lhs2, phi * (c.L_c * dxn + (c.L0 + c.L1 * g.norm(dim=-1)) * dyn)) for g in (gy1, gy2)])
+    r2 = torch.where(inside, r2, torch.zeros_like(r2))
+    r2max, orient = r2.max(0)
+
+    def pick(r: torch.Tensor, swap: torch.Tensor | None) -> tuple[float, dict]:
+        if r.numel() == 0:
+            return 0.0, {}
+        k = int(torch.argmax(r))
+        a, b = ((x, y), (x2, y2))
+        if swap is not None and bool(swap[k]):
+            a, b = b, a
+        return float(r[k]), {"j": int(j[k]), "x": a[0][k].clone(), "y": a[1][k].clone(),
+                             "x2": b[0][k].clone(), "y2": b[1][k].clone()}
+
+    h1, arg1 = pick(r1, None)
+    h2, arg2 = pick(r2max, orient.bool())
+
+    def gratio(gs, G):
+        if G is None:
+            return math.nan
+        norms = torch.cat([g.norm(dim=-1).reshape(-1) for g in gs])
+        if norms.numel() == 0:
+            return 0.0
+        return float(_ratio(norms, torch.full_like(norms, G)).max())
+
+    return PairCheck(h1=h1, h2=h2, gx=gratio((gx1, gx2), c.G_x), gy=gratio((gy1, gy2), c.G_y),
+                     n_pairs=int(x.shape[0]), n_outside_radius=int((~inside).sum()),
+                     argmax_h1=arg1, argmax_h2=arg2)
+
+
+def random_pairs(problem: FiniteSumProblem, n_pairs: int, generator: torch.Generator,
+                 scale: float = 2.0, t_min: float = 1e-3):
+    """``(j, x, y, x2, y2)``: ``n_pairs`` pairs in the problem's certified region.
+
+    First points come from ``problem.sample_points(n, generator)`` when the problem has it, else
+    ``z0 + scale * N(0, I)`` around the initial point. The second point is ``z + t (w - z)`` with ``w``
+    another sample and ``t`` log-uniform in ``[t_min, 1]`` (near and far pairs; convex combinations stay in
+    a convex region). When ``L1 > 0`` the y displacement is shrunk to ``L1 ||dy|| <= U(0, 1]`` so every
+    pair lies within Definition 1's radius.
+    """
+    def draw(n):
+        if hasattr(problem, "sample_points"):
+            return problem.sample_points(n, generator)
+        x0, y0 = problem.initial_point((n,))
+        return (x0 + scale * torch.randn(x0.shape, generator=generator, dtype=DTYPE),
+                y0 + scale * torch.randn(y0.shape, generator=generator, dtype=DTYPE))
+
+    x, y = draw(n_pairs)
+    wx, wy = draw(n_pairs)
+    t = torch.exp(math.log(t_min) * torch.rand(n_pairs, 1, generator=generator, dtype=DTYPE))
+    dx, dy = t * (wx - x), t * (wy - y)
+    L1 = problem.constants().L1
+    if L1 > 0:
+        u = torch.rand(n_pairs, 1, generator=generator, dtype=DTYPE)
+        dyn = dy.norm(dim=-1, keepdim=True)
+        dy = dy * torch.where(L1 * dyn > u, u / (L1 * dyn).clamp_min(1e-300), torch.ones_like(dyn))
+    j = torch.randint(0, problem.n, (n_pairs,), generator=generator)
+    return j, x, y, x + dx, y + dy
+
+
+def check_hessian(problem: FiniteSumProblem, j: Sequence[int], x: torch.Tensor, y: torch.Tensor,
+                  constants: HGSConstants | None = None) -> dict[str, float]:
+    """Max pointwise Hessian-form ratios over points ``(j[k], x[k], y[k])`` (autograd; small problems).
+
+    Returns ``{"L_x": max ||H_xx||/L_x, "L_c": max ||H_xy||/L_c, "L_y": max ||H_yy||/(L0 + L1||grad_y||)}``
+    (a block of size zero gives 0; a zero constant with a nonzero block gives inf).
+    """
+    c = problem.constants() if constants is None else constants
+    worst = {"L_x": 0.0, "L_c": 0.0, "L_y": 0.0}
+
+    def norm2(m):
+        return 0.0 if m.numel() == 0 else float(torch.linalg.matrix_norm(m, ord=2))
+
+    def rat(a, b):
+        return 0.0 if a == 0 else (math.inf if b == 0 else a / b)
+
+    for k, jk in enumerate(j):
+        Hxx, Hxy, Hyy = problem.hessian_blocks(int(jk), x[k], y[k])
+        gy = problem.grad(torch.tensor(int(jk)), x[k], y[k])[1]
+        worst["L_x"] = max(worst["L_x"], rat(norm2(Hxx), c.L_x))
+        worst["L_c"] = max(worst["L_c"], rat(norm2(Hxy), c.L_c))
+        worst["L_y"] = max(worst["L_y"], rat(norm2(Hyy), c.L0 + c.L1 * float(gy.norm())))
+    return worst
+
+
+# -- 2. empirical local constants -----------------------------------------------------------------
+
+Block = list  # a parameter block: a list of tensors (a flat tensor is wrapped as [tensor])
+
+
+@dataclass(frozen=True)
+class LocalConstants:
+    """Estimated local constants on a ball (maxima of observed ratios: lower estimates, not certificates)."""
+
+    L_x: float
+    L_c: float
+    L_y: float
+    G_x: float
+    G_y: float
+    n_points: int
+    radius: float
+    n_grad_calls: int
+
+
+def _norm(block: Block) -> float:
+    return math.sqrt(sum(float(t.detach().double().square().sum()) for t in block))
+
+
+def _axpy(a: Block, alpha: float, b: Block) -> Block:
+    return [ta + alpha * tb for ta, tb in zip(a, b)]
+
+
+def _sub(a: Block, b: Block) -> Block:
+    return [ta - tb for ta, tb in zip(a, b)]
+
+
+def _randn_like(block: Block, generator: torch.Generator) -> Block:
+    return [torch.randn(t.shape, generator=generator, dtype=t.dtype, device="cpu").to(t.device) for t in block]
+
+
+def _scaled_to(block: Block, norm: float) -> Block:
+    n = _norm(block)
+    return [t * (norm / n) for t in block] if n > 0 else block
+
+
+def problem_grad_fn(problem: FiniteSumProblem, j: int) -> Callable:
+    """``grad_fn(x, y) -> (gx, gy)`` on flat tensors for component ``j`` of a problem."""
+    jt = torch.tensor(int(j))
+
+    def grad_fn(x, y):
+        return problem.grad(jt, x, y)
+    return grad_fn
+
+
+def autograd_grad_fn(loss_fn: Callable[[Block, Block], torch.Tensor]) -> Callable:
+    """``grad_fn(x_list, y_list) -> (gx_list, gy_list)`` from a scalar loss ``loss_fn(x_list, y_list)``.
+
+    The tensors are detached copies with ``requires_grad``; ``loss_fn`` must build the loss from them
+    (for a model: e.g. ``torch.func.functional_call`` with the two blocks' tensors substituted).
+    """
+    def grad_fn(xs, ys):
+        xs = [t.detach().requires_grad_(True) for t in xs]
+        ys = [t.detach().requires_grad_(True) for t in ys]
+        grads = torch.autograd.grad(loss_fn(xs, ys), xs + ys, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(xs + ys, grads)]
+        return grads[: len(xs)], grads[len(xs):]
+    return grad_fn
+
+
+def estimate_local_constants(grad_fn: Callable, x0, y0, radius: float, n_points: int = 16,
+                             pair_scale: float | None = None, power_steps: int = 3,
+                             generator: torch.Generator | None = None, seed: int = 0) -> LocalConstants:
+    r"""Empirical local block constants on the ball :math:`\|z - z_0\| \le` ``radius``.
+
+    Args:
+        grad_fn: ``grad_fn(x, y) -> (gx, gy)``. If ``x0``/``y0`` are tensors it is called with tensors and
+            must return tensors; if they are lists of tensors (e.g. two groups of model parameters) it is
+            called with lists and must return lists of the same shapes (see :func:`autograd_grad_fn`,
+            :func:`problem_grad_fn`). It must not modify its inputs.
+        x0, y0: the centre (ZO block, FO block).
+        radius: ball radius for the base points (joint norm over both blocks).
+        n_points: base points (drawn as ``z0 + radius * U^(1/2) * v``, v a uniform unit direction).
+        pair_scale: displacement norm of each finite difference (default ``radius / 10``, at most
+            ``1e-2`` of the radius if radius is 0).
+        power_steps: finite-difference power-iteration steps per block and base point: the next
+            displacement follows the last gradient difference, which converges to the top singular
+            direction of the block (symmetric blocks) or of :math:`H_{xy}H_{yx}` (the cross chain).
+        generator / seed: randomness (an explicit generator; the global RNG is never used).
+
+    Cost: ``n_points * (1 + 3 * power_steps)`` calls to ``grad_fn``.
+    Returns a :class:`LocalConstants`: :math:`\hat L_x = \max\|\Delta\nabla_x\|/\|\Delta x\|` over x-only
+    displacements, :math:`\hat L_c` = max of :math:`\|\Delta\nabla_y\|/\|\Delta x\|` and
+    :math:`\|\Delta\nabla_x\|/\|\Delta y\|`, :math:`\hat L_y = \max\|\Delta\nabla_y\|/\|\Delta y\|` over y-only
+    displacements, and the largest gradient norms seen.
+    """
+    flat = isinstance(x0, torch.Tensor)
+    xs0: Block = [x0] if flat else list(x0)
+    ys0: Block = [y0] if flat else list(y0)
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed)
+    h = pair_scale if pair_scale is not None else (radius / 10 if radius > 0 else 1e-2)
+    calls = 0
+
+    def g(xs, ys):
+        nonlocal calls
+        calls += 1
+        gx, gy = grad_fn(xs[0], ys[0]) if flat else grad_fn(xs, ys)
+        return ([gx], [gy]) if flat else (list(gx), list(gy))
+
+    Lx = Lc = Ly = Gx = Gy = 0.0
+    for _ in range(n_points):
+        vx, vy = _randn_like(xs0, gen), _randn_like(ys0, gen)
+        vn = math.sqrt(_norm(vx) ** 2 + _norm(vy) ** 2)
+        r = radius * math.sqrt(float(torch.rand((), generator=gen, dtype=torch.float64)))
+        xs = _axpy(xs0, r / vn, vx) if vn > 0 else xs0
+        ys = _axpy(ys0, r / vn, vy) if vn > 0 else ys0
+        gx, gy = g(xs, ys)
+        Gx, Gy = max(Gx, _norm(gx)), max(Gy, _norm(gy))
+        # x-block chain
+        d = _scaled_to(_randn_like(xs, gen), h)
+        for _ in range(power_steps):
+            gx2, gy2 = g(_axpy(xs, 1.0, d), ys)
+            dgx, dgy = _sub(gx2, gx), _sub(gy2, gy)
+            Lx, Lc = max(Lx, _norm(dgx) / h), max(Lc, _norm(dgy) / h)
+            if _norm(dgx) == 0:
+                break
+            d = _scaled_to(dgx, h)
+        # y-block chain
+        d = _scaled_to(_randn_like(ys, gen), h)
+        for _ in range(power_steps):
+            gx2, gy2 = g(xs, _axpy(ys, 1.0, d))
+            dgx, dgy = _sub(gx2, gx), _sub(gy2, gy)
+            Ly, Lc = max(Ly, _norm(dgy) / h), max(Lc, _norm(dgx) / h)
+            if _norm(dgy) == 0:
+                break
+            d = _scaled_to(dgy, h)
+        # cross chain: dx -> dgrad_y -> dy -> dgrad_x -> dx ...
+        dxb = _scaled_to(_randn_like(xs, gen), h)
+        for _ in range(power_steps):
+            gy2 = g(_axpy(xs, 1.0, dxb), ys)[1]
+            dgy = _sub(gy2, gy)
+            Lc = max(Lc, _norm(dgy) / h)
+            if _norm(dgy) == 0:
+                break
+            gx2 = g(xs, _axpy(ys, 1.0, _scaled_to(dgy, h)))[0]
+            dgx = _sub(gx2, gx)
+            Lc = max(Lc, _norm(dgx) / h)
+            if _norm(dgx) == 0:
+                break
+            dxb = _scaled_to(dgx, h)
+    return LocalConstants(L_x=Lx, L_c=Lc, L_y=Ly, G_x=Gx, G_y=Gy, n_points=n_points, radius=float(radius),
+                          n_grad_calls=calls)
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def _family_instances():
+    from .objectives.hyb import HYB
+    from .objectives.lora import LoRARegression
+    from .objectives.quadratic import CoupledQuadratic
+    return {
+        "quadratic": [CoupledQuadratic(seed=s) for s in range(3)],
+        "hyb": [HYB(seed=s) for s in range(3)] + [HYB(seed=s, kappa=3.0, c_scale=3.0) for s in range(3)],
+        "lora": [LoRARegression(seed=s) for s in range(3)],
+    }
+
+
+def report(n_pairs: int = 4000, n_hess: int = 40, seed: int = 0) -> list[dict]:
+    """Soundness and tightness table for every family here (rows of dicts; see :func:`main`)."""
+    from .objectives.catalogue import CATALOGUE, CatalogueProblem, local_smoothness_samples
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for fam, probs in _family_instances().items():
+        for cert_name in (("constants", "constants_l0l1") if fam == "hyb" else ("constants",)):
+            worst = {"H1": 0.0, "H2": 0.0, "G_x": 0.0, "G_y": 0.0, "hess L_x": 0.0, "hess L_c": 0.0,
+                     "hess L_y": 0.0}
+            for P in probs:
+                c = getattr(P, cert_name)()
+                pc = check_pairs(P, *random_pairs(P, n_pairs, gen), constants=c)
+                jj, xh, yh, _, _ = random_pairs(P, n_hess, gen)
+                hc = check_hessian(P, jj.tolist(), xh, yh, constants=c)
+                for k, v in (("H1", pc.h1), ("H2", pc.h2), ("G_x", pc.gx), ("G_y", pc.gy),
+                             ("hess L_x", hc["L_x"]), ("hess L_c", hc["L_c"]), ("hess L_y", hc["L_y"])):
+                    worst[k] = max(worst[k], v)
+            label = fam if cert_name == "constants" else f"{fam} ((L0,L1) certificate)"
+            for k, v in worst.items():
+                rows.append({"family": label, "what": k, "kind": "soundness", "value": v})
+    # tightness at documented maximisers
+    for P in _family_instances()["hyb"][:3]:
+        i, xw, yw = P.witness("L_c")
+        rows.append({"family": "hyb", "what": "hess L_c at witness", "kind": "tightness",
+                     "value": check_hessian(P, [i], xw[None], yw[None])["L_c"]})
+        i, xw, yw = P.witness("L0_alt")
+        rows.append({"family": "hyb", "what": "hess L0_alt at witness", "kind": "tightness",
+                     "value": check_hessian(P, [i], xw[None], yw[None], constants=P.constants_alt())["L_y"]})
+        # a short y-only pair through the L_c maximiser: (H1) ratio -> 1 as h -> 0
+        i, xw, yw = P.witness("L_c")
+        q, h = P.q[i] / P.q[i].norm(), 1e-4
+        pc = check_pairs(P, torch.tensor([i]), xw[None], (yw - h * q)[None], xw[None], (yw + h * q)[None])
+        rows.append({"family": "hyb", "what": "(H1) L_c pair at witness", "kind": "tightness", "value": pc.h1})
+    for P in _family_instances()["lora"]:
+        i, z, z2 = P.witness_pair_x()
+        pc = check_pairs(P, torch.tensor([i]), z[0][None], z[1][None], z2[0][None], z2[1][None])
+        rows.append({"family": "lora", "what": "(H1) L_x pair at witness", "kind": "tightness", "value": pc.h1})
+    for P in _family_instances()["quadratic"]:
+        for k in ("L_x", "L_c", "L0"):
+            i, xw, yw = P.witness(k)
+            key = {"L_x": "L_x", "L_c": "L_c", "L0": "L_y"}[k]
+            rows.append({"family": "quadratic", "what": f"hess {k}", "kind": "tightness",
+                         "value": check_hessian(P, [i], xw[None], yw[None])[key]})
+    # catalogue: pointwise Hessian form, Prop. 1 on pairs, maximisers
+    for name, cls in CATALOGUE.items():
+        f = cls()
+        for ci, cert in enumerate(f.certificates):
+            s = local_smoothness_samples(name, 20000, seed, certificate=ci)
+            rows.append({"family": f"catalogue {name} {cert.L0:.4g},{cert.L1:.4g}", "what": "hess/bound",
+                         "kind": "soundness", "value": float(s["ratio"].max())})
+            P = CatalogueProblem(name, certificate=ci)
+            pc = check_pairs(P, *random_pairs(P, n_pairs, gen))
+            rows.append({"family": f"catalogue {name} {cert.L0:.4g},{cert.L1:.4g}", "what": "H2 (Prop. 1, phi)",
+                         "kind": "soundness", "value": pc.h2})
+            m = f.maximiser(ci)
+            if m is not None:
+                val = float(f.hessian_norm(m) / cert.bound(f.grad_norm(m)))
+                rows.append({"family": f"catalogue {name} {cert.L0:.4g},{cert.L1:.4g}", "what": "at maximiser",
+                             "kind": "tightness", "value": val})
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hybridtheory.hgs_check",
+                                 description="Soundness/tightness report of the certified HGS constants.")
+    ap.add_argument("--report", action="store_true", help="print the soundness and tightness table")
+    ap.add_argument("--pairs", type=int, default=4000, help="random pairs per instance")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if not args.report:
+        ap.print_help()
+        return 0
+    rows = report(n_pairs=args.pairs, seed=args.seed)
+    print(f"{'family':45s} {'kind':10s} {'what':28s} {'max ratio':>14s}")
+    for r in rows:
+        print(f"{r['family']:45s} {r['kind']:10s} {r['what']:28s} {r['value']:14.10f}")
+    bad = [r for r in rows if r["kind"] == "soundness" and not r["value"] <= 1 + 1e-9]
+    print(f"\n{len(bad)} soundness violations (ratio > 1 + 1e-9)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
