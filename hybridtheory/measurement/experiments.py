@@ -72,7 +72,7 @@ def ergodic_bound_check(problem: FiniteSumProblem, eta_x: float, eta_y: float, m
     """
     c = problem.constants()
     x0, y0 = problem.initial_point()
-    delta = problem.delta(x0, y0)
+    delta = problem.initial_gap(x0, y0)
     W = bounds.theorem1_rhs(c, problem.n, problem.dx, eta_x, eta_y, mu, T, delta, law)
     cfg = RunConfig(method="hybrid", eta_x=eta_x, eta_y=eta_y, mu=mu, law=law, epochs=T,
                     replicates=replicates, seed=seed)
@@ -109,7 +109,7 @@ def epoch_complexity(family: str, eps_grid: Sequence[float], family_params: dict
     for eps in eps_grid:
         problem = make(family, eps=eps, **family_params)
         c = problem.constants()
-        delta = problem.delta()
+        delta = problem.initial_gap()
         sched = bounds.corollary1_schedule(c, problem.n, problem.dx, eps, delta, rho, law)
         eta_x, eta_y = step_scale * sched.eta_x, step_scale * sched.eta_y
         cap_x, cap_y = bounds.step_caps(c, problem.n)

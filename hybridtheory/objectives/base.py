@@ -75,7 +75,7 @@ class FiniteSumProblem(abc.ABC):
         gx, gy = self.full_grad(x, y)
         return gx.square().sum(-1), gy.square().sum(-1)
 
-    def delta(self, x0: torch.Tensor | None = None, y0: torch.Tensor | None = None) -> float:
+    def initial_gap(self, x0: torch.Tensor | None = None, y0: torch.Tensor | None = None) -> float:
         """Certified Delta = F(z_0) - F_lower (an upper bound on F(z_0) - F*)."""
         if x0 is None:
             x0, y0 = self.initial_point()
