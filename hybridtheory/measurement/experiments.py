@@ -13,6 +13,7 @@ Each function takes the paper's symbols, runs the batched fast path
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from .. import bounds
-from ..objectives import make
+from ..objectives import family_class, make
 from ..objectives.base import FiniteSumProblem
 from ..runner import RunConfig, RunState, ergodic_weighted_average, epochs_to_eps, run
 
@@ -105,9 +106,10 @@ def epoch_complexity(family: str, eps_grid: Sequence[float], family_params: dict
     the largest T_emp/T_bound ratio and whether every seed reached eps.
     """
     family_params = dict(family_params or {})
+    takes_eps = "eps" in inspect.signature(family_class(family)).parameters
     rows, samples = [], []
     for eps in eps_grid:
-        problem = make(family, eps=eps, **family_params)
+        problem = make(family, **({"eps": eps} if takes_eps else {}), **family_params)
         c = problem.constants()
         delta = problem.initial_gap()
         sched = bounds.corollary1_schedule(c, problem.n, problem.dx, eps, delta, rho, law)

@@ -22,12 +22,17 @@ _REGISTRY: dict[str, str] = {
 FAMILIES = tuple(_REGISTRY)
 
 
-def make(name: str, **params) -> FiniteSumProblem:
-    """Build the family ``name`` with keyword parameters (see each class's docstring)."""
+def family_class(name: str) -> type[FiniteSumProblem]:
+    """The class registered as ``name``."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown problem family {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     module, cls = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(**params)
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
-__all__ = ["DTYPE", "FAMILIES", "FiniteSumProblem", "ProblemOracle", "make"]
+def make(name: str, **params) -> FiniteSumProblem:
+    """Build the family ``name`` with keyword parameters (see each class's docstring)."""
+    return family_class(name)(**params)
+
+
+__all__ = ["DTYPE", "FAMILIES", "FiniteSumProblem", "ProblemOracle", "family_class", "make"]

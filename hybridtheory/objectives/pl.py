@@ -29,7 +29,7 @@ class PLQuadratic(FiniteSumProblem):
     name = "pl"
 
     def __init__(self, dx: int = 10, n: int = 2, beta: float = 1.0, c_y: float = 1.0, delta: float = 1.0,
-                 radius: float | None = None, eps: float | None = None):
+                 radius: float | None = None):
         if dx < 2 or n < 2 or n % 2:
             raise ValueError(f"pl needs dx >= 2 and an even n >= 2, got dx={dx}, n={n}")
         if not (beta >= 0 and c_y > 0 and delta > 0):
