@@ -1,0 +1,151 @@
+"""``llm-hybrid`` / ``python -m llm_experiments``: train, validate, report, bench.
+
+* ``train``    one run; flags mirror :class:`~llm_experiments.config.TrainConfig` (``--config FILE`` first,
+               flags override it). Writes a run folder (see :mod:`llm_experiments.runs`).
+* ``validate`` a grid of models x tasks x methods x seeds from a grid file (``configs/paper_grid.yaml``);
+               finished cells are skipped, so re-running continues an interrupted grid.
+* ``report``   results table (Markdown + CSV) and plots from run folders.
+* ``bench``    step time and peak memory of every method on a randomly initialised architecture.
+
+Bad input prints one ``error: ...`` line on stderr and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one line (no usage dump)."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def _quiet_hf() -> None:
+    import os
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import add_config_arguments
+
+    parser = _Parser(prog="llm-hybrid", description="Hybrid ZO/FO fine-tuning of Hugging Face causal LMs.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    train = sub.add_parser("train", help="one training run")
+    train.add_argument("--config", default=None, help="JSON or YAML file with TrainConfig fields")
+    train.add_argument("--resume", action="store_true", help="continue from RUN/last_state if present")
+    train.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    add_config_arguments(train)
+
+    validate = sub.add_parser("validate", help="grid of runs from a grid file")
+    validate.add_argument("grid", help="grid file (YAML/JSON), e.g. configs/paper_grid.yaml")
+    validate.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    validate.add_argument("--only", default=None, help="run only cells whose output folder contains this text")
+    validate.add_argument("--output-root", default=None, help="override the grid's output_root")
+    validate.add_argument("--keep-going", action="store_true", help="continue after a failed cell")
+
+    report = sub.add_parser("report", help="table + plots from run folders")
+    report.add_argument("runs", nargs="+", help="run folders or folders containing them")
+    report.add_argument("--out", default=None, help="output folder (default: the first argument)")
+    report.add_argument("--no-plots", action="store_true", help="tables only")
+
+    bench = sub.add_parser("bench", help="step time and peak memory of every method")
+    from .bench import add_bench_arguments
+    add_bench_arguments(bench)
+    return parser
+
+
+def _cmd_train(ns) -> int:
+    from .config import config_from_namespace
+    from .runs import run_training
+
+    cfg = config_from_namespace(ns)
+    if ns.print_config:
+        print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+        return 0
+    results = run_training(cfg, resume=ns.resume)
+    ev = results["eval"]
+    print(f"{cfg.method} {cfg.task}: eval accuracy {ev['accuracy']:.4f} (majority {ev['majority_baseline']:.4f}, "
+          f"n={ev['n']}), selected step {results['selected_step']}; run folder {cfg.output_dir}")
+    return 0
+
+
+def _cmd_validate(ns) -> int:
+    from .config import GridConfig
+    from .report import write_report
+    from .runs import run_training
+
+    grid = GridConfig.from_file(ns.grid)
+    if ns.output_root:
+        grid.output_root = ns.output_root
+    cells = [c for c in grid.expand() if ns.only is None or ns.only in c.output_dir]
+    if ns.dry_run:
+        for c in cells:
+            print(f"{c.output_dir}\t{c.model}\t{c.task}\t{c.method}\tlr_base={c.lr_base} lr_adapter={c.lr_adapter}")
+        print(f"{len(cells)} runs")
+        return 0
+    failures = 0
+    for i, cfg in enumerate(cells, 1):
+        if (Path(cfg.output_dir) / "results.json").exists():
+            print(f"[{i}/{len(cells)}] done already: {cfg.output_dir}")
+            continue
+        print(f"[{i}/{len(cells)}] {cfg.output_dir}")
+        try:
+            run_training(cfg, resume=True)
+        except UserError as exc:
+            failures += 1
+            print(f"error: {cfg.output_dir}: {exc}", file=sys.stderr)
+            if not ns.keep_going:
+                return 2
+    write_report([Path(grid.output_root)], Path(grid.output_root), plots=True)
+    print(f"report written to {grid.output_root}/results.md")
+    return 1 if failures else 0
+
+
+def _cmd_report(ns) -> int:
+    from .report import write_report
+
+    out = Path(ns.out or ns.runs[0])
+    table = write_report([Path(r) for r in ns.runs], out, plots=not ns.no_plots)
+    print(table)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        ns = parser.parse_args(argv)
+        if ns.command is None:
+            parser.print_help()
+            return 2
+        _quiet_hf()
+        if ns.command == "train":
+            return _cmd_train(ns)
+        if ns.command == "validate":
+            return _cmd_validate(ns)
+        if ns.command == "report":
+            return _cmd_report(ns)
+        from .bench import run_bench_command
+        return run_bench_command(ns)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+app = main  # alias for entry-point styles that expect `app`

@@ -1,0 +1,164 @@
+"""Load a causal LM and its tokenizer, attach a peft module, and split base from adapter parameters.
+
+* ``dtype`` is always passed to ``from_pretrained`` (transformers 5 defaults to ``dtype="auto"``, which
+  would load fp16 checkpoints as fp16; STYLE.md 2.2) and checked after loading.
+* ``trust_remote_code`` is off unless asked for.
+* A local folder is loaded with ``local_files_only=True``; a Hub id that cannot be reached gives one line
+  saying how to use a local copy instead.
+* The base/adapter split is *structural* (what peft marks as adapter: ``BaseTunerLayer.adapter_layer_names``,
+  the prompt encoder of prompt-learning configs, ``ModulesToSaveWrapper.modules_to_save``), never by name
+  strings, and tied weights (OPT's ``lm_head`` = ``embed_tokens``) appear once (STYLE.md 2.3).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in TORCH_DTYPES:
+        raise UserError(f"unknown dtype {name!r}; choose one of: {', '.join(TORCH_DTYPES)}")
+    return TORCH_DTYPES[name]
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else with a separator is meant as a path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def load_model_and_tokenizer(name: str, dtype: str, trust_remote_code: bool = False):
+    """Return ``(model, tokenizer)`` for a Hub id or local folder, in ``dtype``, eval mode, on CPU.
+
+    Raises :class:`UserError` for a missing path, an unreachable Hub id, or a folder that is not a causal LM.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(name).expanduser()
+    local = path.exists()
+    if not local and _looks_like_path(name):
+        raise UserError(f"model path {name!r} does not exist")
+    if local and not (path / "config.json").is_file():
+        raise UserError(f"model folder {name!r} has no config.json: save it with save_pretrained or pass a Hub id")
+    source = str(path) if local else name
+    kwargs = dict(local_files_only=local or _offline(), trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), **kwargs)
+    except UserError:
+        raise
+    except Exception as exc:  # OSError / ValueError / httpx errors from the Hub client: one line for the user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if local:
+            raise UserError(f"cannot load model folder {name!r}: {first}") from None
+        if "trust_remote_code" in str(exc):
+            raise UserError(f"model {name!r} needs its own code from the Hub; pass --trust-remote-code if you "
+                            "trust it") from None
+        raise UserError(
+            f"cannot load {name!r} from the Hugging Face Hub ({'HF_HUB_OFFLINE is set' if _offline() else first}); "
+            f"without network, download it elsewhere (e.g. `hf download {name} --local-dir DIR`), copy DIR here "
+            "and pass --model DIR") from None
+    if tokenizer.pad_token_id is None:
+        # LLaMA-family tokenizers have no pad token; padding positions are masked, so eos is a safe filler.
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    want = torch_dtype(dtype)
+    if next(model.parameters()).dtype != want:  # cheap insurance against dtype being ignored (STYLE.md 2.2)
+        model = model.to(want)
+    model.eval()
+    return model, tokenizer
+
+
+def peft_config_for(kind: str, lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,
+                    target_modules: list[str] | None = None, num_virtual_tokens: int = 10):
+    """The peft config of ``kind`` (lora, ia3, prefix, prompt) for a causal LM."""
+    from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, TaskType
+
+    if kind == "lora":
+        return LoraConfig(task_type=TaskType.CAUSAL_LM, r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                          target_modules=target_modules)
+    if kind == "ia3":
+        return IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=target_modules,
+                         feedforward_modules=[] if target_modules else None)
+    if kind == "prefix":
+        return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=num_virtual_tokens)
+    if kind == "prompt":
+        return PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=num_virtual_tokens)
+    raise UserError(f"unknown PEFT kind {kind!r}; choose one of: lora, prefix, prompt, ia3")
+
+
+def attach_peft(model, kind: str, **options):
+    """Wrap ``model`` with a fresh peft module of ``kind`` (adapter weights in fp32 for 16-bit models)."""
+    from peft import get_peft_model
+
+    config = peft_config_for(kind, **options)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # e.g. no default target modules known for this architecture
+        first = (str(exc).strip().splitlines() or ["ValueError"])[0]
+        raise UserError(f"cannot attach {kind} to {type(model).__name__}: {first} (set --lora-target-modules)") from None
+
+
+@dataclass
+class ParamSplit:
+    """De-duplicated parameters of a (peft) model: ``base`` (the pretrained weights) and ``adapter``."""
+
+    base: list[tuple[str, torch.nn.Parameter]]
+    adapter: list[tuple[str, torch.nn.Parameter]]
+
+    def tensors(self, which: str) -> list[torch.nn.Parameter]:
+        return [p for _, p in getattr(self, which)]
+
+    def numel(self, which: str) -> int:
+        return sum(p.numel() for _, p in getattr(self, which))
+
+
+def _adapter_parameter_ids(model) -> set[int]:
+    from peft import PeftModel
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils import ModulesToSaveWrapper
+
+    ids: set[int] = set()
+    if not isinstance(model, PeftModel):
+        return ids
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            for attr in module.adapter_layer_names:
+                holder = getattr(module, attr, None)
+                if isinstance(holder, torch.nn.Module):
+                    ids.update(id(p) for p in holder.parameters())
+                elif isinstance(holder, torch.nn.Parameter):
+                    ids.add(id(holder))
+        elif isinstance(module, ModulesToSaveWrapper):
+            ids.update(id(p) for p in module.modules_to_save.parameters())
+    config = model.peft_config[model.active_adapter]
+    if config.is_prompt_learning:
+        ids.update(id(p) for p in model.prompt_encoder.parameters())
+    return ids
+
+
+def split_parameters(model) -> ParamSplit:
+    """Base vs adapter parameters, by peft's structure, each tensor once (tied weights once).
+
+    Ties are detected by object identity (``named_parameters`` already drops repeats) and, for safety, by
+    shared storage: a second Parameter object viewing the same memory is not perturbed twice.
+    """
+    adapter_ids = _adapter_parameter_ids(model)
+    seen_storage: set[tuple[int, int]] = set()
+    base, adapter = [], []
+    for name, p in model.named_parameters():  # remove_duplicate=True: tied Parameters appear once
+        key = (p.untyped_storage().data_ptr(), p.storage_offset())
+        if key in seen_storage:
+            continue
+        seen_storage.add(key)
+        (adapter if id(p) in adapter_ids else base).append((name, p))
+    return ParamSplit(base=base, adapter=adapter)

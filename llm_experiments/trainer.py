@@ -1,0 +1,316 @@
+r"""The training loop: hybrid ZO/FO (and its baselines) on a Hugging Face causal LM, on the core's step.
+
+Nothing here re-implements the update rule. Each step builds ``hybridtheory.algorithm.ParamGroup`` s and an
+:class:`ModelOracle` for the minibatch and calls :func:`hybridtheory.algorithm.hybrid_step`:
+
+===========  =====================  =====================
+method       base weights           PEFT module
+===========  =====================  =====================
+hybrid       ZO, ``lr_base``        FO, ``lr_adapter``
+fo-full      FO, ``lr_base``        (none)
+fo-peft      frozen                 FO, ``lr_adapter``
+zo-full      ZO, ``lr_base``        (none)  -- MeZO
+zo-peft      frozen                 ZO, ``lr_adapter``
+===========  =====================  =====================
+
+*Directions.* Step ``t`` uses seed ``derive_seed(run_seed, t)``; the core regenerates each direction tensor
+from a dedicated ``torch.Generator`` (never the global RNG) for perturb, restore and update.
+
+*Oracle.* ``loss()`` is an eval-mode (no dropout), no-grad forward on the step's minibatch; ``loss_and_grad``
+is the FO forward/backward on the *same* minibatch, with dropout only if ``fo_dropout`` (default off, so the
+FO loss is the same deterministic function the ZO forwards see, and the forward difference can reuse it).
+
+*Micro-batches.* The minibatch is split into ``micro_batches`` sequential forwards. The oracle's loss is the
+mean of the micro-batch losses, so the ZO coefficient :math:`c=(\bar f(x+\mu u)-\bar f(x-\mu u))/2\mu` equals
+the average of the per-micro-batch coefficients of the same direction: this *is* ZO gradient accumulation
+by replaying one (seed, averaged c) record, done without re-perturbing per micro-batch (tests check the two
+agree). FO gradients are summed over micro-batches.
+
+*dtype policy* (README "dtype policy"): for a 16-bit model the ZO base weights get an fp32 master copy
+(``base_master="auto"``). The core perturbs, restores and updates the master; the model's 16-bit weights are
+re-cast from it before every forward, so (a) restore drift is fp32 drift (~1e-7 relative), not bf16 drift
+(~1e-2, STYLE.md 1.7), and (b) ZO updates far below the bf16 ULP accumulate in the master instead of
+rounding away. ``base_master="float64"`` on an fp32 model makes restore exact to fp32 in practice.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from hybridtheory.algorithm import EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step, sgd_update
+
+from .config import TrainConfig
+from .models import ParamSplit
+
+# Which block gets which oracle, per method: (base oracle or None if frozen, adapter oracle or None).
+METHOD_ORACLES = {
+    "hybrid": ("zo", "fo"), "fo-full": ("fo", None), "fo-peft": (None, "fo"),
+    "zo-full": ("zo", None), "zo-peft": (None, "zo"),
+}
+MASTER_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class PhaseClock:
+    """Wall time and (on CUDA) peak allocated memory per phase of a step.
+
+    On CUDA each phase boundary synchronises (a CPU-GPU sync point) so the times are the GPU's.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.times: dict[str, float] = {}
+        self.peaks: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.cuda:
+                torch.cuda.synchronize()
+                peak = torch.cuda.max_memory_allocated() / 2**20
+                self.peaks[name] = max(self.peaks.get(name, 0.0), peak)
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
+
+    def take(self) -> tuple[dict, dict]:
+        times, peaks = self.times, self.peaks
+        self.times, self.peaks = {}, {}
+        return times, peaks
+
+
+class ModelOracle:
+    """The core's ``Oracle`` for one minibatch (a list of collated micro-batches on the model's device)."""
+
+    def __init__(self, model, micro_batches: list[dict], fo_dropout: bool, before_forward, clock: PhaseClock):
+        self.model, self.micro, self.fo_dropout = model, micro_batches, fo_dropout
+        self.before_forward, self.clock = before_forward, clock
+        self.zo_losses: list[torch.Tensor] = []
+
+    def loss(self) -> torch.Tensor:
+        self.before_forward()  # 16-bit model: re-cast the (perturbed) master into the model
+        with self.clock.phase("zo_forward"), torch.no_grad():
+            self.model.train(False)  # deterministic: no dropout in ZO forwards
+            total = sum(self.model(**mb, use_cache=False).loss.float() for mb in self.micro) / len(self.micro)
+        self.zo_losses.append(total)
+        return total
+
+    def loss_and_grad(self, params):
+        self.before_forward()
+        with self.clock.phase("fo_forward_backward"), torch.enable_grad():
+            self.model.train(self.fo_dropout)  # explicit dropout policy of the FO pass
+            total, grads = 0.0, None
+            for mb in self.micro:
+                loss = self.model(**mb, use_cache=False).loss.float() / len(self.micro)
+                parts = torch.autograd.grad(loss, params, allow_unused=True)
+                parts = [torch.zeros_like(p) if g is None else g for p, g in zip(params, parts)]
+                grads = parts if grads is None else [a.add_(b) for a, b in zip(grads, parts)]
+                total = total + loss.detach()
+            self.model.train(False)
+        return total, grads
+
+
+@dataclass
+class TrainState:
+    """Counters of the loop; with the group tensors and the optimizer state, enough to resume exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0          # index into the current epoch's order
+    examples_seen: int = 0
+    forwards: int = 0
+    backwards: int = 0
+    elapsed_s: float = 0.0
+
+
+class Trainer:
+    """Holds the model, the parameter groups, the FO optimizer, the sampler and the :class:`TrainState`."""
+
+    def __init__(self, model, split: ParamSplit, cfg: TrainConfig, n_train: int, device: torch.device):
+        self.model, self.cfg, self.device = model, cfg, device
+        self.state = TrainState()
+        self.clock = PhaseClock(device)
+        self.sampler = EpochSampler(n=n_train, seed=cfg.seed, replacement=cfg.sampling == "replacement")
+        base_oracle, adapter_oracle = METHOD_ORACLES[cfg.method]
+        if cfg.uses_peft and not split.adapter:
+            raise ValueError("method needs a PEFT module but the model has no adapter parameters")
+        for p in model.parameters():  # autograd only where FO needs it; ZO and frozen blocks have no graph
+            p.requires_grad_(False)
+        # dtype policy: fp32 (or fp64) master of the ZO base block for 16-bit models
+        base = split.tensors("base")
+        master_name = cfg.base_master
+        if master_name == "auto":
+            master_name = "float32" if base and base[0].dtype in (torch.float16, torch.bfloat16) else "none"
+        self.master_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if base_oracle == "zo" and master_name != "none":
+            masters = [p.detach().to(MASTER_DTYPES[master_name]).clone() for p in base]
+            self.master_pairs = list(zip(base, masters))
+            base = masters
+        self.master_dtype = master_name
+        self.groups: list[ParamGroup] = []
+        if base_oracle is not None:
+            self.groups.append(ParamGroup("base", base, cfg.lr_base, base_oracle))
+        if adapter_oracle is not None:
+            self.groups.append(ParamGroup("adapter", split.tensors("adapter"), cfg.lr_adapter, adapter_oracle))
+        fo_params = [p for g in self.groups if g.oracle == "fo" for p in g.params]
+        for p in fo_params:
+            p.requires_grad_(True)
+        self.zo = ZOSettings(mu=cfg.mu, law=cfg.zo_law, difference=cfg.zo_difference, queries=cfg.zo_queries)
+        self.optimizer = None
+        if fo_params and cfg.fo_optimizer != "sgd":
+            kind = torch.optim.Adam if cfg.fo_optimizer == "adam" else torch.optim.AdamW
+            self.optimizer = kind([{"params": g.params, "lr": g.lr} for g in self.groups if g.oracle == "fo"],
+                                  weight_decay=cfg.weight_decay)
+        # start of each block, on CPU, for the displacement ||block - block_start|| in the logs
+        self.start = ({g.name: [p.detach().to("cpu", copy=True) for p in g.params] for g in self.groups}
+                      if cfg.track_displacement else {})
+
+    # -------------------------------------------------------------- dtype policy
+    @torch.no_grad()
+    def sync_master(self) -> None:
+        """Model weights <- cast(master). A no-op for fp32 models without a master."""
+        for weight, master in self.master_pairs:
+            weight.copy_(master)
+
+    # -------------------------------------------------------------- data order
+    def next_indices(self, batch_size: int) -> list[int]:
+        """The next minibatch of the epoch order; the last batch of an epoch may be smaller (each example
+        is used exactly once per epoch under reshuffling)."""
+        order = self.sampler.order(self.state.epoch)
+        indices = order[self.state.position:self.state.position + batch_size].tolist()
+        self.state.position += len(indices)
+        if self.state.position >= self.sampler.n:
+            self.state.epoch, self.state.position = self.state.epoch + 1, 0
+        return indices
+
+    # -------------------------------------------------------------- one step
+    def fo_update(self, params, grads, lrs) -> None:
+        """SGD (the theory's update, from the core) or one step of the inner Adam/AdamW."""
+        with self.clock.phase("fo_update"):
+            if self.optimizer is None:
+                sgd_update(params, grads, lrs)
+                return
+            for p, g in zip(params, grads):
+                p.grad = g
+            self.optimizer.step()
+            for p in params:
+                p.grad = None
+
+    def step(self, micro_batches: list[dict]) -> dict:
+        """One hybrid step on a minibatch; returns the metrics of this step."""
+        oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, self.sync_master, self.clock)
+        start = time.perf_counter()
+        info = hybrid_step(self.groups, oracle, self.zo, derive_seed(self.cfg.seed, self.state.step),
+                           fo_point=self.cfg.fo_point, fo_update=self.fo_update)
+        self.sync_master()  # the model now holds the updated base weights
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        step_s = time.perf_counter() - start
+        times, peaks = self.clock.take()
+        if info.loss is not None:
+            loss = info.loss
+        elif self.zo.difference == "central":  # (f(x+mu u) + f(x-mu u))/2 = f(x) + O(mu^2)
+            loss = (oracle.zo_losses[0] + oracle.zo_losses[1]) / 2
+        else:                                  # forward difference without FO: the first forward is f(x)
+            loss = oracle.zo_losses[0]
+        self.state.step += 1
+        self.state.forwards += info.forwards
+        self.state.backwards += info.backwards
+        self.state.elapsed_s += step_s
+        times["other"] = max(step_s - sum(times.values()), 0.0)  # perturb/restore passes, ZO update, syncs
+        metrics = {
+            "step": self.state.step, "epoch": self.state.epoch, "loss": float(loss),
+            "lr": {g.name: float(g.lr) for g in self.groups}, "oracle": {g.name: g.oracle for g in self.groups},
+            "forwards": info.forwards, "backwards": info.backwards, "step_s": step_s,
+            "time_s": self.state.elapsed_s, "phase_s": times, "examples_seen": self.state.examples_seen,
+        }
+        if peaks:
+            metrics["peak_mem_mb"] = peaks
+        return metrics
+
+    @torch.no_grad()
+    def displacement(self) -> dict:
+        """||block - block_start||_2 per block (computed on CPU, chunk by chunk)."""
+        out = {}
+        for g in self.groups:
+            if g.name in self.start:
+                sq = sum(float((p.detach().to("cpu", torch.float64) - p0.to(torch.float64)).square().sum())
+                         for p, p0 in zip(g.params, self.start[g.name]))
+                out[g.name] = math.sqrt(sq)
+        return out
+
+    # -------------------------------------------------------------- resumable state
+    def save_state(self, folder: str | Path) -> None:
+        """Group tensors (safetensors), optimizer state and counters into ``folder`` (written atomically)."""
+        from safetensors.torch import save_file
+
+        from .runs import atomic_folder
+
+        with atomic_folder(Path(folder)) as tmp:
+            tensors = {f"{g.name}.{i}": p.detach().to("cpu").contiguous().clone()
+                       for g in self.groups for i, p in enumerate(g.params)}
+            save_file(tensors, str(tmp / "params.safetensors"))
+            if self.optimizer is not None:
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            (tmp / "state.json").write_text(json.dumps(asdict(self.state), indent=2))
+
+    @torch.no_grad()
+    def load_state(self, folder: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        tensors = load_file(str(folder / "params.safetensors"))
+        for g in self.groups:
+            for i, p in enumerate(g.params):
+                p.copy_(tensors[f"{g.name}.{i}"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        self.state = TrainState(**json.loads((folder / "state.json").read_text()))
+        self.sync_master()
+
+
+def split_micro_batches(examples: list[dict], micro_batches: int, collate, device) -> list[dict]:
+    """Cut a minibatch of encoded examples into ``micro_batches`` collated chunks on ``device``."""
+    size = math.ceil(len(examples) / micro_batches)
+    chunks = [examples[i:i + size] for i in range(0, len(examples), size)]
+    return [{k: v.to(device) for k, v in collate(chunk).items()} for chunk in chunks]
+
+
+@dataclass
+class LoopHooks:
+    """What the loop calls out to: logging a metrics line, evaluating, and the progress bar."""
+
+    log: callable = lambda metrics: None
+    evaluate: callable | None = None      # (trainer) -> None; called every eval_every steps
+    progress: object | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def train_loop(trainer: Trainer, train_examples: list[dict], collate, hooks: LoopHooks) -> None:
+    """Run steps until ``cfg.steps``: sample, step, log, evaluate. Resumes from ``trainer.state``."""
+    cfg = trainer.cfg
+    while trainer.state.step < cfg.steps:
+        indices = trainer.next_indices(cfg.batch_size)
+        batch = [train_examples[i] for i in indices]
+        micro = split_micro_batches(batch, min(cfg.micro_batches, len(batch)), collate, trainer.device)
+        trainer.state.examples_seen += len(batch)
+        metrics = trainer.step(micro)
+        if hooks.progress is not None:
+            hooks.progress.update(1)
+            hooks.progress.set_postfix(loss=f"{metrics['loss']:.4f}")
+        at_eval = cfg.eval_every and trainer.state.step % cfg.eval_every == 0 and trainer.state.step < cfg.steps
+        if at_eval and cfg.track_displacement:
+            metrics["displacement"] = trainer.displacement()
+        if trainer.state.step % cfg.log_every == 0 or at_eval or trainer.state.step == cfg.steps:
+            hooks.log(metrics)
+        if at_eval and hooks.evaluate is not None:
+            hooks.evaluate(trainer)
