@@ -370,17 +370,11 @@ def load_splits(
 
 # -------------------------------------------------------------------------------------------- encoding
 
-_BOS_CACHE: dict[int, bool] = {}
-
-
 def _adds_bos(tokenizer) -> bool:
     """Whether the tokenizer's default encoding starts with its bos token (OPT, LLaMA: yes; GPT-2: no)."""
-    key = id(tokenizer)
-    if key not in _BOS_CACHE:
-        bos = getattr(tokenizer, "bos_token_id", None)
-        ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-        _BOS_CACHE[key] = bos is not None and len(ids) > 0 and ids[0] == bos
-    return _BOS_CACHE[key]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bos is not None and len(ids) > 0 and ids[0] == bos
 
 
 def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> tuple[list[int], int]:
