@@ -142,6 +142,8 @@ def _split_files(folder: Path, split: str) -> list[Path]:
 
 def _local_pools(spec: TaskSpec, source: Path, eval_source: Path | None) -> tuple[list[dict], list[dict] | None, dict]:
     """(train pool, eval pool or None, description). ``None`` eval pool: carve eval from the train pool."""
+    if source.is_dir() and not _split_files(source, "train") and (source / spec.name).is_dir():
+        source = source / spec.name  # a data root holding one folder per task (e.g. for a validation grid)
     if source.is_dir():
         train_files = _split_files(source, spec.train_split) or _split_files(source, "train")
         if not train_files:
@@ -188,7 +190,7 @@ def _hub_pools(spec: TaskSpec, hub_id: str, hub_config: str | None) -> tuple[lis
         hint = ""
         if isinstance(err, (ConnectionError, OSError, TimeoutError)):
             hint = (
-                f" No network (or HF_HUB_OFFLINE=1)? Use local files instead: pass a folder holding "
+                f" No network (or HF_HUB_OFFLINE=1)? Use local files instead: pass --data PATH, a folder holding "
                 f"train.jsonl and validation.jsonl (or .csv/.parquet), or one such file, with fields "
                 f"{', '.join(spec.required_fields)} (see llm_experiments/DATA.md)."
             )
@@ -284,6 +286,8 @@ def load_splits(
         source: ``None`` (the spec's Hub data set), a Hub id, or a local folder / file (JSONL, JSON, CSV,
             parquet) whose rows have the spec's fields. A folder holds ``train.<ext>`` and optionally
             ``validation|eval|dev|test.<ext>``; without an eval file, eval is carved from the train rows.
+            A folder without a train file but with a sub-folder named after the task uses that sub-folder
+            (one data root for a whole grid: ``ROOT/sst2/``, ``ROOT/wsc/``, ...).
         n_train, n_dev, n_eval: requested sizes (``None`` for train/eval: the whole pool).
         seed: sampling seed of train and dev.
         eval_seed: sampling seed of eval (kept apart so training seeds share one eval sample).

@@ -158,7 +158,10 @@ def _boolq(ex: dict, verbalizer: tuple[str, ...]):
 
 
 def _lower_first(text: str) -> str:
+    """Sentence case to mid-sentence case ("The man left." -> "the man left."), leaving the pronoun "I" alone."""
     text = text.strip()
+    if text == "I" or text.startswith(("I ", "I'")):
+        return text
     return text[:1].lower() + text[1:]
 
 

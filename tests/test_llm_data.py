@@ -384,3 +384,13 @@ def test_json_list_files_are_read(tmp_path):
     (tmp_path / "copa.json").write_text(json.dumps(rows))
     splits = load_splits(TASKS["copa"], tmp_path / "copa.json", n_train=10, n_dev=5, n_eval=5)
     assert len(splits.train) == 10 and splits.train[0] in rows
+
+
+def test_a_data_root_with_one_folder_per_task(tmp_path):
+    for task in ("sst2", "winogrande"):
+        write_jsonl(tmp_path / task / "train.jsonl", generate_task_examples(task, 40, 0))
+        write_jsonl(tmp_path / task / "validation.jsonl", generate_task_examples(task, 10, 1))
+    for task in ("sst2", "winogrande"):
+        splits = load_splits(TASKS[task], tmp_path, n_train=20, n_dev=5, n_eval=10)
+        assert splits.info["source"]["train_files"] == [str(tmp_path / task / "train.jsonl")]
+        assert splits.eval == generate_task_examples(task, 10, 1)
