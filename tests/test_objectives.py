@@ -215,3 +215,17 @@ def test_lora_is_not_L0L1_globally():
         _, _, Hyy = P.hessian_blocks(0, x, y)
         norms.append(float(torch.linalg.matrix_norm(Hyy, 2)))
     assert norms[1] > 50 * norms[0] and norms[2] > 50 * norms[1]              # ... while ||H_yy|| ~ t^2
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=seeds, Y=st.floats(0.1, 3.0))
+def test_contributor_template_is_a_valid_family(seed, Y):
+    from hybridtheory.objectives.template import MyFamily
+    P = MyFamily(Y=Y, seed=seed)
+    j, x, y, x2, y2 = random_pairs(P, 200, torch.Generator().manual_seed(seed))
+    assert check_pairs(P, j, x, y, x2, y2).sound(RTOL)
+    xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
+    ax, ay = torch.autograd.grad(P.value(j, xr, yr).sum(), (xr, yr))
+    gx, gy = P.grad(j, x, y)
+    assert torch.allclose(gx, ax, atol=1e-12) and torch.allclose(gy, ay, atol=1e-12)
+    assert float(P.full_value(x, y).min()) >= P.constants().F_lower
