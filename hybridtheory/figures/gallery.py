@@ -1,0 +1,287 @@
+"""The five default figures: compute (numbers) and plot (PNG + CSV of the plotted numbers)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .. import bounds  # noqa: E402
+from ..measurement import displacement_variance, epoch_complexity, loglog_slope  # noqa: E402
+from ..objectives import make  # noqa: E402
+from ..runner import METHODS, RunConfig, run  # noqa: E402
+from . import Figure, atomic_savefig, write_csv, write_json  # noqa: E402
+
+METHOD_STYLE = {"hybrid": ("C0", "-"), "fo-rr": ("C1", "--"), "zo-rr": ("C2", "-."), "hybrid-sgd": ("C3", ":")}
+
+
+# -- convergence ------------------------------------------------------------------------------------
+def _convergence_params(quick: bool) -> dict:
+    return {"problems": {"hyb": {}, "lora": {}, "quadratic": {}}, "methods": list(METHODS),
+            "epochs": 60 if quick else 400, "replicates": 3 if quick else 8, "mu": 1e-3, "seed": 0,
+            "step": "Theorem 1 caps (eta_x, eta_y) = (1/(8 n Lhat_x), 1/(4 n Lhat_y))"}
+
+
+def _convergence_compute(p: dict) -> dict:
+    out = {}
+    for name, kw in p["problems"].items():
+        problem = make(name, **kw)
+        eta_x, eta_y = bounds.step_caps(problem.constants(), problem.n)
+        curves = {}
+        for method in p["methods"]:
+            cfg = RunConfig(method=method, eta_x=eta_x, eta_y=eta_y, mu=p["mu"], epochs=p["epochs"],
+                            replicates=p["replicates"], seed=p["seed"])
+            g = run(problem, cfg).grad_sq
+            curves[method] = {"median": np.median(g, 1), "q10": np.quantile(g, 0.1, 1), "q90": np.quantile(g, 0.9, 1)}
+        out[name] = {"eta_x": eta_x, "eta_y": eta_y, "n": problem.n, "dx": problem.dx, "dy": problem.dy,
+                     "curves": curves}
+    return out
+
+
+def _convergence_plot(res: dict, out: Path) -> None:
+    data = res["data"]
+    fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 3.4), squeeze=False)
+    rows = []
+    for ax, (name, d) in zip(axes[0], data.items()):
+        for method, c in d["curves"].items():
+            color, ls = METHOD_STYLE[method]
+            ep = np.arange(len(c["median"]))
+            ax.plot(ep, c["median"], color=color, ls=ls, label=method)
+            ax.fill_between(ep, c["q10"], c["q90"], color=color, alpha=0.15, lw=0)
+            rows += [[name, method, int(e), m, lo, hi] for e, m, lo, hi in zip(ep, c["median"], c["q10"], c["q90"])]
+        ax.set_yscale("log")
+        ax.set_title(f"{name} (n={d['n']}, $d_x$={d['dx']}, $d_y$={d['dy']})", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(r"$\|\nabla F(z_t)\|^2$ (median, 10-90% band)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Convergence at Theorem 1's step caps", fontsize=11)
+    atomic_savefig(fig, out / "convergence.png")
+    plt.close(fig)
+    write_csv(out / "convergence.csv", ["problem", "method", "epoch", "grad_sq_median", "grad_sq_q10", "grad_sq_q90"], rows)
+
+
+# -- epoch complexity -------------------------------------------------------------------------------
+def _epoch_params(quick: bool) -> dict:
+    # Each series: label -> (family, family parameters, eps grid, step_scale). step_scale = 1 is Corollary 1
+    # exactly (a theorem check: T_emp/T_bound <= 1 expected); > 1 multiplies both step sizes (still under
+    # Theorem 1's caps) to reach smaller eps in seconds: it measures the shape of T(eps) only.
+    return {
+        "series": {
+            "ramp (Corollary 1 schedule)": {"family": "ramp", "family_params": {"dx": 2, "delta": 0.25},
+                                            "eps_grid": [0.4, 0.3, 0.25] if quick else [0.4, 0.3, 0.2, 0.15],
+                                            "step_scale": 1.0},
+            "ramp (steps x40)": {"family": "ramp", "family_params": {"dx": 2, "delta": 0.25},
+                                 "eps_grid": [0.3, 0.2, 0.14] if quick else [0.3, 0.2, 0.14, 0.1, 0.07],
+                                 "step_scale": 40.0},
+            "pl (steps x100)": {"family": "pl", "family_params": {"dx": 2, "delta": 1.0},
+                                "eps_grid": [0.3, 0.2, 0.14] if quick else [0.3, 0.2, 0.14, 0.1, 0.07],
+                                "step_scale": 100.0},
+        },
+        "replicates": 4 if quick else 8, "seed": 0, "law": "sphere"}
+
+
+def _epoch_compute(p: dict) -> dict:
+    out = {}
+    for label, sp in p["series"].items():
+        m = epoch_complexity(sp["family"], sp["eps_grid"], sp["family_params"], replicates=p["replicates"],
+                             seed=p["seed"], step_scale=sp["step_scale"], law=p["law"])
+        out[label] = {"slope": m.measured, "bound_slope": m.bound, **m.details}
+    return out
+
+
+def _sweep_cached(out: Path) -> dict | None:
+    from . import cache_path
+    from .sweep import SWEEP
+    import json
+    path = cache_path(out, SWEEP, SWEEP.params(False))
+    return json.loads(path.read_text())["data"] if path.exists() else None
+
+
+def _epoch_plot(res: dict, out: Path) -> None:
+    data = dict(res["data"])
+    sweep = _sweep_cached(out)
+    if sweep is not None:
+        data[f"ramp sweep, d_x={sweep['family_params']['dx']} (steps x{sweep['step_scale']:g})"] = sweep
+    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    rows, summary = [], {}
+    for k, (fam, d) in enumerate(data.items()):
+        color = f"C{k}"
+        eps = np.array([r["eps"] for r in d["rows"]])
+        t = np.array([r["T_emp_mean"] for r in d["rows"]])
+        lo = np.array([r["T_emp_min"] for r in d["rows"]])
+        hi = np.array([r["T_emp_max"] for r in d["rows"]])
+        tb = np.array([r["T_bound"] for r in d["rows"]], float)
+        ci = d["slope_ci95"]
+        ax.errorbar(1 / eps, t, yerr=[t - lo, hi - t], fmt="o-", color=color, capsize=3,
+                    label=f"{fam}: slope {d['slope']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]")
+        ax.plot(1 / eps, tb, ls="--", color=color, alpha=0.7,
+                label=f"{fam}: $T_{{bound}}$ (slope {d['bound_slope']:.2f})")
+        for r in d["rows"]:
+            rows.append([fam, r["eps"], r["T_emp_mean"], r["T_emp_min"], r["T_emp_max"], r["T_bound"],
+                         r["ratio_max"], r["all_reached"], d.get("step_scale", 1.0)])
+        summary[fam] = {"family": d.get("family"), "slope": d["slope"], "slope_ci95": ci, "bound_slope": d["bound_slope"],
+                        "largest_empirical_over_bound": d["ratio_max"], "all_seeds_reached_eps": d["all_reached"],
+                        "theorem_check": d.get("theorem_check", False), "step_scale": d.get("step_scale", 1.0),
+                        "eps_grid": eps.tolist(), "family_params": d.get("family_params", {}),
+                        "replicates": d.get("replicates")}
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$1/\varepsilon$")
+    ax.set_ylabel(r"epochs to $\|\nabla F(z_t)\|\leq\varepsilon$")
+    ax.set_title("Epoch complexity: measured vs Corollary 1", fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    atomic_savefig(fig, out / "epoch_complexity.png")
+    plt.close(fig)
+    write_csv(out / "epoch_complexity.csv", ["family", "eps", "T_emp_mean", "T_emp_min", "T_emp_max", "T_bound",
+                                             "ratio_max", "all_reached", "step_scale"], rows)
+    write_json(out / "epoch_complexity.json", summary)
+
+
+# -- step-size plane --------------------------------------------------------------------------------
+def _plane_params(quick: bool) -> dict:
+    exps = range(-2, 9, 2) if quick else range(-2, 9)
+    return {"problem": "hyb", "problem_params": {}, "multipliers": [2.0 ** k for k in exps],
+            "epochs": 60 if quick else 200, "replicates": 2 if quick else 4, "mu": 1e-3, "seed": 0}
+
+
+def _plane_compute(p: dict) -> dict:
+    problem = make(p["problem"], **p["problem_params"])
+    cx, cy = bounds.step_caps(problem.constants(), problem.n)
+    mult, R = p["multipliers"], p["replicates"]
+    cells = [(a, b) for a in mult for b in mult]
+    ex = [cx * a for a, _ in cells for _ in range(R)]
+    ey = [cy * b for _, b in cells for _ in range(R)]
+    cfg = RunConfig(method="hybrid", eta_x=ex, eta_y=ey, mu=p["mu"], epochs=p["epochs"], replicates=len(ex),
+                    seed=p["seed"])
+    g = run(problem, cfg).grad_sq
+    tail = g[-max(1, p["epochs"] // 5):].mean(0)          # mean ||grad F||^2 over the last 20% of epochs
+    final = tail.reshape(len(cells), R).mean(1).reshape(len(mult), len(mult))
+    return {"cap_x": cx, "cap_y": cy, "multipliers": mult, "final_grad_sq": final, "initial_grad_sq": float(g[0].mean())}
+
+
+def _plane_plot(res: dict, out: Path) -> None:
+    d = res["data"]
+    mult = np.array(d["multipliers"])
+    z = np.array(d["final_grad_sq"], float)
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    im = ax.pcolormesh(np.arange(len(mult) + 1), np.arange(len(mult) + 1), np.log10(z).T, cmap="viridis", shading="flat")
+    fig.colorbar(im, ax=ax, label=r"$\log_{10}$ mean $\|\nabla F\|^2$, last 20% of epochs")
+    ticks = np.arange(len(mult)) + 0.5
+    labels = [f"$2^{{{int(round(math.log2(m)))}}}$" for m in mult]
+    ax.set_xticks(ticks, labels, fontsize=8)
+    ax.set_yticks(ticks, labels, fontsize=8)
+    edge = int(np.sum(mult <= 1.0))  # cells left of / below this edge are within the caps
+    ax.axvline(edge, color="w", ls="--")
+    ax.axhline(edge, color="w", ls="--")
+    ax.set_xlabel(r"$\eta_x$ / cap $1/(8n\hat L_x)$")
+    ax.set_ylabel(r"$\eta_y$ / cap $1/(4n\hat L_y)$")
+    ax.set_title("HYB: where hybrid RR converges vs Theorem 1's caps\n(dashed: caps; theorem covers the lower-left box)",
+                 fontsize=9)
+    atomic_savefig(fig, out / "step_plane.png")
+    plt.close(fig)
+    rows = [[float(a * d["cap_x"]), float(b * d["cap_y"]), float(a), float(b), float(z[i, j])]
+            for i, a in enumerate(mult) for j, b in enumerate(mult)]
+    write_csv(out / "step_plane.csv", ["eta_x", "eta_y", "mult_x", "mult_y", "final_grad_sq"], rows)
+
+
+# -- variance slope ---------------------------------------------------------------------------------
+def _variance_params(quick: bool) -> dict:
+    return {"problem": "hyb", "problem_params": {}, "methods": ["hybrid", "zo-rr", "fo-rr", "hybrid-sgd"],
+            "etas": np.logspace(-4, -2, 4 if quick else 6).tolist(), "replicates": 300 if quick else 2000,
+            "mu_ratio": 0.1, "seed": 0}
+
+
+def _variance_compute(p: dict) -> dict:
+    problem = make(p["problem"], **p["problem_params"])
+    out = {}
+    for m in p["methods"]:
+        meas = displacement_variance(problem, m, p["etas"], p["mu_ratio"], p["replicates"], p["seed"])
+        out[m] = {"slope": meas.measured, "predicted": meas.bound, "variance": meas.details["variance"]}
+    return {"etas": p["etas"], "methods": out}
+
+
+def _variance_plot(res: dict, out: Path) -> None:
+    d = res["data"]
+    etas = np.array(d["etas"])
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    rows = []
+    for m, r in d["methods"].items():
+        color, ls = METHOD_STYLE[m]
+        ax.plot(etas, r["variance"], "o", color=color, ls=ls,
+                label=f"{m}: slope {r['slope']:.2f} (mechanism: {r['predicted']:.0f})")
+        rows += [[m, float(e), float(v), r["slope"], r["predicted"]] for e, v in zip(etas, r["variance"])]
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"step size $\eta$ ($\eta_x=\eta_y$)")
+    ax.set_ylabel("variance of one-epoch displacement")
+    ax.set_title("Why ZO noise forces $\\eta\\propto\\varepsilon^2$: variance $\\propto\\eta^2$ vs FO-RR's $\\eta^4$",
+                 fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    atomic_savefig(fig, out / "variance_slope.png")
+    plt.close(fig)
+    write_csv(out / "variance_slope.csv", ["method", "eta", "variance", "fitted_slope", "predicted_slope"], rows)
+
+
+# -- local smoothness -------------------------------------------------------------------------------
+def _local_params(quick: bool) -> dict:
+    return {"functions": {"y4": {"L1": 1.0}, "power": {"k": 3, "L1": 1.0}, "exp": {}, "cosh": {}, "logistic": {},
+                          "softmax_ce": {"k": 4}},
+            "n_points": 400 if quick else 3000, "seed": 0}
+
+
+def _local_compute(p: dict) -> dict:
+    from ..objectives.catalogue import CATALOGUE, local_smoothness_samples
+    out = {}
+    for name, kw in p["functions"].items():
+        if name not in CATALOGUE:
+            raise ValueError(f"catalogue has no function {name!r}; known: {sorted(CATALOGUE)}")
+        s = local_smoothness_samples(name, p["n_points"], p["seed"], **kw)
+        out[name] = {k: s[k] for k in ("grad_norm", "hess_norm", "bound", "L0", "L1")}
+    return out
+
+
+def _local_plot(res: dict, out: Path) -> None:
+    d = res["data"]
+    k = len(d)
+    cols = 3
+    fig, axes = plt.subplots(math.ceil(k / cols), cols, figsize=(4 * cols, 3.3 * math.ceil(k / cols)), squeeze=False)
+    rows = []
+    for ax, (name, s) in zip(axes.flat, d.items()):
+        g, h = np.array(s["grad_norm"]), np.array(s["hess_norm"])
+        ax.scatter(g, h, s=4, alpha=0.4, label="samples")
+        gg = np.linspace(0, g.max(), 200)
+        ax.plot(gg, s["L0"] + s["L1"] * gg, "r-", label=f"$L_0+L_1\\|\\nabla f\\|$, ({s['L0']:.3g}, {s['L1']:.3g})")
+        worst = float(np.max(h / np.array(s["bound"])))
+        ax.set_title(f"{name}: max ratio {worst:.3f}", fontsize=9)
+        ax.set_xlabel(r"$\|\nabla f\|$")
+        ax.set_ylabel(r"$\|\nabla^2 f\|$")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        rows += [[name, float(a), float(b), float(c)] for a, b, c in zip(g, h, s["bound"])]
+    for ax in list(axes.flat)[k:]:
+        ax.axis("off")
+    fig.suptitle("(L0, L1) catalogue: local smoothness grows with the gradient; certificates hold", fontsize=11)
+    fig.tight_layout()
+    atomic_savefig(fig, out / "local_smoothness.png")
+    plt.close(fig)
+    write_csv(out / "local_smoothness.csv", ["function", "grad_norm", "hess_norm", "certified_bound"], rows)
+
+
+FIGURES = {
+    f.name: f for f in [
+        Figure("convergence", _convergence_compute, _convergence_plot, _convergence_params),
+        Figure("epoch_complexity", _epoch_compute, _epoch_plot, _epoch_params),
+        Figure("step_plane", _plane_compute, _plane_plot, _plane_params),
+        Figure("variance_slope", _variance_compute, _variance_plot, _variance_params),
+        Figure("local_smoothness", _local_compute, _local_plot, _local_params),
+    ]
+}
+
+__all__ = ["FIGURES", "loglog_slope", "write_json"]
