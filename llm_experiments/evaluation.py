@@ -66,6 +66,28 @@ def _continuation_logprobs(model, sequences: list[tuple[list[int], int]], pad_id
     return totals.cpu().tolist()
 
 
+def _position_limit(model) -> int | None:
+    """Longest real-token sequence the model accepts: its position table minus prompt/prefix virtual tokens."""
+    config = getattr(model, "config", None)
+    limit = None
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            limit = value
+            break
+    if limit is None:
+        return None
+    peft_configs = getattr(model, "peft_config", None)
+    active = getattr(model, "active_adapter", None)
+    if isinstance(peft_configs, dict) and active in peft_configs:
+        adapter = peft_configs[active]
+        # Prompt tuning prepends virtual tokens; prefix tuning's cached prefix shifts the positions of
+        # the real tokens by the same count (GPT-2, OPT). Either way they use up position slots.
+        if getattr(adapter, "is_prompt_learning", False):
+            limit -= int(getattr(adapter, "num_virtual_tokens", 0) or 0)
+    return limit
+
+
 class _EvalMode:
     """``model.eval()`` and ``torch.no_grad()`` inside; every submodule's train/eval flag restored on exit."""
 
@@ -99,12 +121,17 @@ def score_candidates(
 
     ``batch_size`` counts examples: each forward pass holds all candidates of ``batch_size`` examples. The
     model runs in eval mode under ``no_grad``; its previous per-module train/eval flags are restored.
+    ``max_length`` is lowered to the model's position limit when that is smaller (prompt-tuning tokens
+    counted); longer inputs lose tokens from the left of the context (``data.encode_pair``).
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    limit = _position_limit(model)
+    if limit is not None:
+        max_length = min(max_length, limit)  # longer inputs would index past the position table
     scores: list[list[float]] = []
     with _EvalMode(model):
         for start in range(0, len(requests), batch_size):

@@ -169,3 +169,18 @@ def test_training_on_the_encoded_answers_raises_eval_accuracy(tokenizer):
     assert model.training  # evaluate restored train mode
     assert after["accuracy"] >= 0.9, (before, after)
     assert after["accuracy"] > after["majority_baseline"] + 0.2
+
+
+@pytest.mark.parametrize("kind", [None, "prompt", "prefix"])
+def test_inputs_longer_than_the_position_table_are_cut_from_the_left(kind, tokenizer):
+    peft = pytest.importorskip("peft")
+    model = tiny_model("gpt2", tokenizer, seed=0)  # learned positions: 256 slots, a hard limit
+    if kind is not None:
+        config_cls = peft.PromptTuningConfig if kind == "prompt" else peft.PrefixTuningConfig
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = peft.get_peft_model(model, config_cls(task_type=peft.TaskType.CAUSAL_LM, num_virtual_tokens=5))
+    long_context = " ".join(["zorba"] * 400) + " It was"
+    request = Candidates((long_context,) * 2, (" terrible", " great"), 0)
+    scores = score_candidates(model, tokenizer, [request], max_length=10_000)[0]
+    assert all(math.isfinite(s) for s in scores)
