@@ -231,8 +231,10 @@ def _scaled_to(block: Block, norm: float) -> Block:
     return [t * (norm / n) for t in block] if n > 0 else block
 
 
-def problem_grad_fn(problem: FiniteSumProblem, j: int) -> Callable:
-    """``grad_fn(x, y) -> (gx, gy)`` on flat tensors for component ``j`` of a problem."""
+def problem_grad_fn(problem: FiniteSumProblem, j: int | None) -> Callable:
+    """``grad_fn(x, y) -> (gx, gy)`` on flat tensors for component ``j`` of a problem (``None``: full F)."""
+    if j is None:
+        return problem.full_grad
     jt = torch.tensor(int(j))
 
     def grad_fn(x, y):
@@ -257,11 +259,13 @@ def autograd_grad_fn(loss_fn: Callable[[Block, Block], torch.Tensor]) -> Callabl
 
 def estimate_local_constants(grad_fn: Callable, x0, y0, radius: float, n_points: int = 16,
                              pair_scale: float | None = None, power_steps: int = 3,
-                             generator: torch.Generator | None = None, seed: int = 0) -> LocalConstants:
+                             generator: torch.Generator | None = None, seed: int = 0,
+                             component: int | None = None) -> LocalConstants:
     r"""Empirical local block constants on the ball :math:`\|z - z_0\| \le` ``radius``.
 
     Args:
-        grad_fn: ``grad_fn(x, y) -> (gx, gy)``. If ``x0``/``y0`` are tensors it is called with tensors and
+        grad_fn: a :class:`FiniteSumProblem` (then ``component`` picks f_j; ``None`` uses the full F), or
+            ``grad_fn(x, y) -> (gx, gy)``. If ``x0``/``y0`` are tensors it is called with tensors and
             must return tensors; if they are lists of tensors (e.g. two groups of model parameters) it is
             called with lists and must return lists of the same shapes (see :func:`autograd_grad_fn`,
             :func:`problem_grad_fn`). It must not modify its inputs.
@@ -281,6 +285,8 @@ def estimate_local_constants(grad_fn: Callable, x0, y0, radius: float, n_points:
     :math:`\|\Delta\nabla_x\|/\|\Delta y\|`, :math:`\hat L_y = \max\|\Delta\nabla_y\|/\|\Delta y\|` over y-only
     displacements, and the largest gradient norms seen.
     """
+    if isinstance(grad_fn, FiniteSumProblem):
+        grad_fn = problem_grad_fn(grad_fn, component)
     flat = isinstance(x0, torch.Tensor)
     xs0: Block = [x0] if flat else list(x0)
     ys0: Block = [y0] if flat else list(y0)
@@ -373,6 +379,22 @@ def report(n_pairs: int = 4000, n_hess: int = 40, seed: int = 0) -> list[dict]:
             label = fam if cert_name == "constants" else f"{fam} ((L0,L1) certificate)"
             for k, v in worst.items():
                 rows.append({"family": label, "what": k, "kind": "soundness", "value": v})
+    # the lead's families (ramp C.5: global constants; pl: G_x on the ball ||x|| <= radius)
+    from .objectives import make
+    for name in ("ramp", "pl"):
+        try:
+            P = make(name)
+        except Exception as err:  # a family owned elsewhere must not break this report
+            rows.append({"family": name, "what": f"not built: {err}", "kind": "skipped", "value": math.nan})
+            continue
+        j, x, y, x2, y2 = random_pairs(P, n_pairs, gen, scale=3.0)
+        if name == "pl":  # keep both points in the ball where G_x is certified (radial shrink keeps pairs valid)
+            for xx in (x, x2):
+                nrm = xx.norm(dim=-1, keepdim=True)
+                xx.mul_(torch.where(nrm > P.radius, P.radius / nrm, torch.ones_like(nrm)))
+        pc = check_pairs(P, j, x, y, x2, y2)
+        for k, v in (("H1", pc.h1), ("H2", pc.h2), ("G_x", pc.gx), ("G_y", pc.gy)):
+            rows.append({"family": name, "what": k, "kind": "soundness", "value": v})
     # tightness at documented maximisers
     for P in _family_instances()["hyb"][:3]:
         i, xw, yw = P.witness("L_c")

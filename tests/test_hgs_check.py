@@ -158,6 +158,18 @@ def test_local_constants_on_lists_match_flat_and_stay_below_certificates():
     assert torch.equal(xs[0], x0[:2])                                          # inputs untouched
 
 
+def test_local_constants_accept_a_problem_for_the_full_sum():
+    P = CoupledQuadratic(n=3, dx=4, dy=3, seed=7)
+    Hbar = P.H.mean(0)
+    n2 = lambda m: float(torch.linalg.matrix_norm(m, 2))  # noqa: E731
+    x0, y0 = P.initial_point()
+    est = estimate_local_constants(P, x0, y0, radius=0.5, n_points=3, power_steps=10, seed=1)
+    assert 0.9 * n2(Hbar[:4, :4]) <= est.L_x <= n2(Hbar[:4, :4]) * (1 + 1e-9)
+    assert 0.9 * n2(Hbar[4:, 4:]) <= est.L_y <= n2(Hbar[4:, 4:]) * (1 + 1e-9)
+    comp = estimate_local_constants(P, x0, y0, radius=0.5, n_points=3, power_steps=10, seed=1, component=2)
+    assert comp.L_x <= n2(P.H[2][:4, :4]) * (1 + 1e-9) and comp.L_x >= 0.9 * n2(P.H[2][:4, :4])
+
+
 def test_report_entry_point_runs(capsys):
     assert main(["--report", "--pairs", "200", "--hess-points", "3"]) == 0
     out = capsys.readouterr().out
