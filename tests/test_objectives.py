@@ -229,3 +229,15 @@ def test_contributor_template_is_a_valid_family(seed, Y):
     gx, gy = P.grad(j, x, y)
     assert torch.allclose(gx, ax, atol=1e-12) and torch.allclose(gy, ay, atol=1e-12)
     assert float(P.full_value(x, y).min()) >= P.constants().F_lower
+
+
+def test_hyb_from_arrays_alt_L0_equals_theory_form_when_q_parallel_c():
+    """With q || c the sharpened L1 = 0 constant equals THEORY C.3's |c|^2/4 + |k||q|^2."""
+    c = torch.tensor([[1.0, 2.0, 0.5]], dtype=torch.float64)
+    q = 0.7 * c
+    P = HYB.from_arrays(a=[[[1.0, 0.0], [0.0, 1.0]]], b=[[0.0, 0.0]], c=c, e=[0.3], kappa=[-1.5],
+                        p=[[0.4, 0.2]], q=q)
+    expected = float(c.square().sum() / 4 + 1.5 * q.square().sum())
+    assert P.constants_alt().L0 == pytest.approx(expected, rel=1e-12)
+    res = check_pairs(P, *random_pairs(P, 300, torch.Generator().manual_seed(0)))
+    assert res.sound(RTOL)
