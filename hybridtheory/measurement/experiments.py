@@ -45,7 +45,9 @@ class Measurement:
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
-    """Least-squares slope of log y against log x."""
+    """Least-squares slope of log y against log x (nan with fewer than two points)."""
+    if len(x) < 2:
+        return math.nan
     lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
     return float(np.polyfit(lx, ly, 1)[0])
 
@@ -54,6 +56,8 @@ def bootstrap_slope_ci(x: Sequence[float], samples: Sequence[np.ndarray], n_boot
                        level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile CI of the log-log slope of mean(samples[k]) against x[k], resampling each
     grid point's seeds with replacement (``np.random.default_rng(seed)``)."""
+    if len(x) < 2:
+        return math.nan, math.nan
     rng = np.random.default_rng(seed)
     slopes = np.empty(n_boot)
     for b in range(n_boot):
