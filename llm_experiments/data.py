@@ -300,8 +300,9 @@ def load_splits(
     """
     for name, value in (("n_train", n_train), ("n_dev", n_dev), ("n_eval", n_eval)):
         _check_size(name, value)
-    if n_dev is None:
-        raise UserError("n_dev must be a non-negative integer")
+    for name, value in (("n_dev", n_dev), ("seed", seed), ("eval_seed", eval_seed)):
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise UserError(f"{name} must be a non-negative integer, got {value!r}")
     source_path: Path | None = None
     if source is not None:
         text = str(source)
@@ -341,7 +342,8 @@ def load_splits(
         pools = {"train": "train", "dev": "train", "eval": "eval"}
     else:
         # One file: eval first (held out at most a fifth when the file is small), train/dev from the rest.
-        rest_idx, eval_idx, carve = sample_indices(len(train_pool), None, n_eval if n_eval is not None else len(train_pool) // 5, [eval_seed, 1])
+        n_carve = n_eval if n_eval is not None else len(train_pool) // 5
+        rest_idx, eval_idx, carve = sample_indices(len(train_pool), None, n_carve, [eval_seed, 1])
         eval_positions = [train_pos[i] for i in eval_idx]
         eval_examples = [train_pool[i] for i in eval_idx]
         train_dev_pool = [train_pool[i] for i in rest_idx]

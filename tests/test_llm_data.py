@@ -258,6 +258,8 @@ def test_bad_local_inputs_give_user_errors(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", generate_task_examples("sst2", 20, 0))
     with pytest.raises(UserError, match="n_train must be a non-negative integer"):
         load_splits(TASKS["sst2"], tmp_path, n_train=-1)
+    with pytest.raises(UserError, match="seed must be a non-negative integer"):
+        load_splits(TASKS["sst2"], tmp_path, seed=-3)
     write_jsonl(tmp_path / "validation.jsonl", [{"sentence": "x", "label": -1}] * 3)
     with pytest.raises(UserError, match="no labelled examples"):
         load_splits(TASKS["sst2"], tmp_path)
