@@ -43,7 +43,9 @@ def _continuation_logprobs(model, sequences: list[tuple[list[int], int]], pad_id
     device = _model_device(model)
     input_ids = batch["input_ids"].to(device)
     attention_mask = batch["attention_mask"].to(device)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    # use_cache=False: scoring needs no key/value cache, which would cost memory (prefix tuning's own
+    # prefix cache is still used; checked equal for OPT, LLaMA, GPT-2 with prefix/prompt tuning).
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     # Prompt tuning prepends virtual-token positions to the logits; the real tokens are the last `width`.
     width = input_ids.shape[1]
     logits = logits[:, -width:, :]
