@@ -181,8 +181,9 @@ def run(problem: FiniteSumProblem, cfg: RunConfig, state: RunState | None = None
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=desc or f"{problem.name}/{cfg.method}",
-                   leave=False, mininterval=0.5)
+        # with a stopping rule the run usually ends long before cfg.epochs: count epochs, no misleading ETA
+        bar = tqdm(total=None if cfg.stop_eps is not None else cfg.epochs, initial=state.epoch,
+                   desc=desc or f"{problem.name}/{cfg.method}", leave=False, mininterval=1.0, unit="epoch")
     done = record(state.epoch) if state.position == 0 else False
     with torch.no_grad():  # closed-form oracles: no autograd anywhere in the loop
         while state.epoch < cfg.epochs and not done:

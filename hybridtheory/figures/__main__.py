@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                 "command": " ".join(["python -m hybridtheory.figures"] + (argv if argv is not None else sys.argv[1:])),
                 "figures": {}}
     if args.sweep:
-        from .sweep import SWEEP
+        from .sweep import run_sweep
         t0 = time.perf_counter()
-        res, computed = load_or_compute(args.out, SWEEP, SWEEP.params(args.quick), args.recompute)
+        res, computed = run_sweep(args.out, args.quick, args.recompute)
         manifest["figures"]["ramp_sweep"] = {"seconds": round(time.perf_counter() - t0, 2), "computed": computed,
                                              "params": res["params"]}
         d = res["data"]

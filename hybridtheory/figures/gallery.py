@@ -95,11 +95,9 @@ def _epoch_compute(p: dict) -> dict:
 
 
 def _sweep_cached(out: Path) -> dict | None:
-    from . import cache_path
-    from .sweep import SWEEP
-    import json
-    path = cache_path(out, SWEEP, SWEEP.params(False))
-    return json.loads(path.read_text())["data"] if path.exists() else None
+    from .sweep import load_sweep
+    res = load_sweep(out)
+    return None if res is None else res["data"]
 
 
 def _epoch_plot(res: dict, out: Path) -> None:

@@ -8,8 +8,11 @@ Its cached result is drawn on ``epoch_complexity.png`` when present.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from ..measurement import epoch_complexity
-from . import Figure
+from . import Figure, _jsonable, write_json
 
 
 def _params(quick: bool) -> dict:
@@ -29,3 +32,27 @@ def _plot(res: dict, out) -> None:  # drawn by the epoch_complexity figure
 
 
 SWEEP = Figure("ramp_sweep", _compute, _plot, _params)
+
+
+def sweep_path(out: Path) -> Path:
+    """Committed result file (not in .cache/): a fresh clone draws the sweep without re-running it."""
+    return out / "ramp_sweep.json"
+
+
+def load_sweep(out: Path, quick: bool = False) -> dict | None:
+    """The stored sweep if it exists and was made with the current parameters."""
+    path = sweep_path(out)
+    if not path.exists():
+        return None
+    res = json.loads(path.read_text())
+    return res if res.get("params") == _jsonable(_params(quick)) else None
+
+
+def run_sweep(out: Path, quick: bool = False, recompute: bool = False) -> tuple[dict, bool]:
+    res = None if recompute else load_sweep(out, quick)
+    if res is not None:
+        return res, False
+    params = _jsonable(_params(quick))
+    res = {"params": params, "data": _jsonable(_compute(params))}
+    write_json(sweep_path(out), res)
+    return res, True
