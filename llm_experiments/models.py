@@ -96,13 +96,23 @@ def peft_config_for(kind: str, lora_r: int = 8, lora_alpha: int = 16, lora_dropo
     raise UserError(f"unknown PEFT kind {kind!r}; choose one of: lora, prefix, prompt, ia3")
 
 
-def attach_peft(model, kind: str, **options):
-    """Wrap ``model`` with a fresh peft module of ``kind`` (adapter weights in fp32 for 16-bit models)."""
+def attach_peft(model, kind: str, seed: int = 0, **options):
+    """Wrap ``model`` with a fresh peft module of ``kind`` (adapter weights in fp32 for 16-bit models).
+
+    peft initialises adapters (LoRA A, prefix/prompt embeddings) from torch's global generator. To make the
+    adapter a pure function of ``seed`` without coupling to anyone else's use of that generator, the init
+    runs inside ``torch.random.fork_rng`` seeded from ``seed``: the caller's global RNG state is restored on
+    exit (the only place the package seeds torch's default generator, and only inside the fork).
+    """
     from peft import get_peft_model
+
+    from hybridtheory.algorithm import derive_seed
 
     config = peft_config_for(kind, **options)
     try:
-        return get_peft_model(model, config)
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(derive_seed(seed, 3))
+            return get_peft_model(model, config)
     except ValueError as exc:  # e.g. no default target modules known for this architecture
         first = (str(exc).strip().splitlines() or ["ValueError"])[0]
         raise UserError(f"cannot attach {kind} to {type(model).__name__}: {first} (set --lora-target-modules)") from None

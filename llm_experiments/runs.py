@@ -201,7 +201,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
         splits = load_splits(spec, source=cfg.data, n_train=cfg.n_train, n_dev=cfg.n_dev, n_eval=cfg.n_eval,
                              seed=cfg.data_seed)
     if cfg.uses_peft:
-        model = attach_peft(model, cfg.peft, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+        model = attach_peft(model, cfg.peft, seed=cfg.seed, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                             lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
                             num_virtual_tokens=cfg.num_virtual_tokens)
     model.to(device)

@@ -88,19 +88,27 @@ class PhaseClock:
         return times, peaks
 
 
+def _wide(loss: torch.Tensor) -> torch.Tensor:
+    """Losses in at least fp32 (a 16-bit loss would swamp the ZO difference f(x+mu u) - f(x-mu u))."""
+    return loss.float() if loss.dtype in (torch.float16, torch.bfloat16) else loss
+
+
 class ModelOracle:
     """The core's ``Oracle`` for one minibatch (a list of collated micro-batches on the model's device)."""
 
-    def __init__(self, model, micro_batches: list[dict], fo_dropout: bool, before_forward, clock: PhaseClock):
+    def __init__(self, model, micro_batches: list[dict], fo_dropout: bool, before_forward, clock: PhaseClock,
+                 loss_fn=None):
         self.model, self.micro, self.fo_dropout = model, micro_batches, fo_dropout
         self.before_forward, self.clock = before_forward, clock
+        # default: the model's own loss (HF shifts labels and averages over answer tokens; it upcasts to fp32)
+        self.loss_fn = loss_fn or (lambda m, batch: _wide(m(**batch, use_cache=False).loss))
         self.zo_losses: list[torch.Tensor] = []
 
     def loss(self) -> torch.Tensor:
         self.before_forward()  # 16-bit model: re-cast the (perturbed) master into the model
         with self.clock.phase("zo_forward"), torch.no_grad():
             self.model.train(False)  # deterministic: no dropout in ZO forwards
-            total = sum(self.model(**mb, use_cache=False).loss.float() for mb in self.micro) / len(self.micro)
+            total = sum(self.loss_fn(self.model, mb) for mb in self.micro) / len(self.micro)
         self.zo_losses.append(total)
         return total
 
@@ -110,7 +118,7 @@ class ModelOracle:
             self.model.train(self.fo_dropout)  # explicit dropout policy of the FO pass
             total, grads = 0.0, None
             for mb in self.micro:
-                loss = self.model(**mb, use_cache=False).loss.float() / len(self.micro)
+                loss = self.loss_fn(self.model, mb) / len(self.micro)
                 parts = torch.autograd.grad(loss, params, allow_unused=True)
                 parts = [torch.zeros_like(p) if g is None else g for p, g in zip(params, parts)]
                 grads = parts if grads is None else [a.add_(b) for a, b in zip(grads, parts)]
