@@ -396,3 +396,26 @@ def test_a_data_root_with_one_folder_per_task(tmp_path):
         splits = load_splits(TASKS[task], tmp_path, n_train=20, n_dev=5, n_eval=10)
         assert splits.info["source"]["train_files"] == [str(tmp_path / task / "train.jsonl")]
         assert splits.eval == generate_task_examples(task, 10, 1)
+
+
+def test_the_hub_path_uses_the_specs_id_config_and_splits(monkeypatch):
+    """The Hub branch, offline: ``datasets.load_dataset`` is replaced by an in-memory DatasetDict."""
+    datasets = pytest.importorskip("datasets")
+    calls = []
+    train_rows = generate_task_examples("winogrande", 60, 0)
+    eval_rows = generate_task_examples("winogrande", 30, 1)
+
+    def fake_load_dataset(path, name=None, **kwargs):
+        calls.append((path, name))
+        return datasets.DatasetDict(
+            {"train": datasets.Dataset.from_list(train_rows), "validation": datasets.Dataset.from_list(eval_rows),
+             "test": datasets.Dataset.from_list([dict(r, answer="") for r in eval_rows])}
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    splits = load_splits(TASKS["winogrande"], n_train=20, n_dev=10, n_eval=25, seed=0)
+    assert calls == [("allenai/winogrande", "winogrande_m")]
+    assert splits.pools["eval"] == "eval" and len(splits.eval) == 25
+    assert all(row in eval_rows for row in splits.eval) and all(row in train_rows for row in splits.train)
+    load_splits(TASKS["winogrande"], hub_config="winogrande_xl", n_train=5, n_dev=5, n_eval=5)
+    assert calls[-1] == ("allenai/winogrande", "winogrande_xl")
