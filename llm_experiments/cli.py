@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, help="output folder (default: the first argument)")
     report.add_argument("--no-plots", action="store_true", help="tables only")
 
+    demo = sub.add_parser("demo-assets", help="write a tiny random OPT + tokenizer and generated task data (offline)")
+    demo.add_argument("folder", help="output folder (model/ and one data folder per task)")
+    demo.add_argument("--arch", default="opt", help="opt, llama or gpt2")
+
     bench = sub.add_parser("bench", help="step time and peak memory of every method")
     from .bench import add_bench_arguments
     add_bench_arguments(bench)
@@ -123,6 +127,24 @@ def _cmd_report(ns) -> int:
     return 0
 
 
+def _cmd_demo_assets(ns) -> int:
+    from .testing import GENERATED_TASKS, generate_task_examples, tiny_model, tiny_tokenizer, write_jsonl
+
+    folder = Path(ns.folder)
+    tok = tiny_tokenizer()
+    try:
+        model = tiny_model(ns.arch, tok)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    model.save_pretrained(folder / "model")
+    tok.save_pretrained(folder / "model")
+    for task in GENERATED_TASKS:
+        write_jsonl(folder / task / "train.jsonl", generate_task_examples(task, 600, seed=0))
+        write_jsonl(folder / task / "validation.jsonl", generate_task_examples(task, 200, seed=1))
+    print(f"wrote {folder}/model and generated data for {', '.join(GENERATED_TASKS)} (made-up words, no real text)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -138,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_validate(ns)
         if ns.command == "report":
             return _cmd_report(ns)
+        if ns.command == "demo-assets":
+            return _cmd_demo_assets(ns)
         from .bench import run_bench_command
         return run_bench_command(ns)
     except UserError as exc:
