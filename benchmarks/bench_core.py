@@ -57,6 +57,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sweep", action="store_true", help="also time the ramp sweep to eps=0.05 (~10 min)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/core_cpu.json"))
+    ap.add_argument("--sweep-out", type=Path, default=None,
+                    help="folder for the sweep's figures/ramp_sweep.json (default: a temporary folder)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     res = {"device": f"CPU ({platform.processor() or platform.machine()}), {os.cpu_count()} cores, no GPU",
@@ -71,9 +73,10 @@ def main() -> int:
         res["figures_full_seconds"] = timed([py, "-m", "hybridtheory.figures", "--recompute", "--out", d + "/f"])
         print("figures quick", res["figures_quick_seconds"], "full", res["figures_full_seconds"])
         if args.sweep:
+            sweep_out = args.sweep_out or Path(d) / "s"
             res["ramp_sweep_seconds"] = timed([py, "-m", "hybridtheory.figures", "--sweep", "--recompute",
-                                               "--only", "epoch_complexity", "--out", d + "/s"])
-            res["ramp_sweep"] = json.loads((Path(d) / "s" / "epoch_complexity.json").read_text())
+                                               "--only", "epoch_complexity", "--out", str(sweep_out)])
+            res["ramp_sweep"] = json.loads((sweep_out / "ramp_sweep.json").read_text())["data"]
             print("ramp sweep", res["ramp_sweep_seconds"])
     res["targets"] = {"figures_full_under_s": 120, "ramp_sweep_under_s": 600}
     write_json(args.out, res)

@@ -1,6 +1,6 @@
 """The long ramp epoch-complexity sweep (down to eps = 0.05), separate from the 2-minute default set.
 
-Corollary 1's exact schedule would need ~1e7 epochs at eps = 0.05, so the sweep multiplies both step
+Corollary 1's exact schedule would need ~1e9 epochs at eps = 0.05 (d_x = 4), so the sweep multiplies both step
 sizes by ``step_scale`` (still inside Theorem 1's caps; the same eta proportional to eps^2 rule, as
 THEORY.md C.5's "eta_x = 0.05 eps^2" run). It measures the *shape* of T(eps); its T_emp/T_bound
 ratios are printed but are not a check of Corollary 1 (the default figure's exact-schedule runs are).
@@ -16,7 +16,7 @@ from . import Figure, _jsonable, write_json
 
 
 def _params(quick: bool) -> dict:
-    return {"family": "ramp", "family_params": {"dx": 10, "delta": 1.0},
+    return {"family": "ramp", "family_params": {"dx": 4, "delta": 1.0},
             "eps_grid": [0.3, 0.2, 0.14, 0.1, 0.07, 0.05] if not quick else [0.3, 0.2, 0.14],
             "replicates": 8, "seed": 0, "step_scale": 60.0, "law": "sphere"}
 
