@@ -76,6 +76,9 @@ def test_drift_sums_and_constants():
     sub_bound = {sp.Symbol("S2"): n**3 / 3, sp.Symbol("S1"): n**2 / 2}
     assert _zero(Ex_exact.subs(sub_bound) - Ex)
     assert _zero(Ey_exact.subs(sub_bound) - Ey)
+    # bias-free part of e^x (used by proofs.verify): (2/n) sum [...] = (2/3)(E_x - 3 beta^2)
+    Ex_drift = 2 / n * (Lx**2 * x_sum + Lc**2 * y_sum)
+    assert _zero(Ex_drift.subs(sub_bound) - sp.Rational(2, 3) * (Ex - 3 * b**2))
 
 
 # -- Theorem 1 assembly -----------------------------------------------------------------------------
@@ -281,3 +284,17 @@ def test_ramp_derivatives():
     assert _zero(h2 - 2 * e * (1 + t**2) ** sp.Rational(-3, 2))
     assert _zero(sp.simplify((h1**2 - e**2).subs(t, 1 / sp.sqrt(3))))
     assert _zero(sp.simplify(h1**2 - 4 * e**2 * t**2 / (1 + t**2)))
+
+
+def test_corollary2_epoch_count():
+    """A/sqrt(T) + B/T = eps^2 at T = (A + sqrt(A^2 + 4B eps^2))^2/(4 eps^4), which is <= A^2/eps^4 + 2B/eps^2."""
+    A, B, e = sp.symbols("A B e", positive=True)
+    root = sp.sqrt(A**2 + 4 * B * e**2)
+    T_exact = (A + root) ** 2 / (4 * e**4)
+    assert _zero(sp.simplify(sp.radsimp(A / sp.sqrt(T_exact) + B / T_exact - e**2)))
+    # the gap (A^2/e^4 + 2B/e^2) - T_exact equals (A - root)^2 / (4 e^4) >= 0
+    gap = A**2 / e**4 + 2 * B / e**2 - T_exact
+    assert _zero(sp.expand(gap - (A - root) ** 2 / (4 * e**4)))
+    # and A/sqrt(T) + B/T decreases in T
+    Tsym = sp.Symbol("T", positive=True)
+    assert sp.diff(A / sp.sqrt(Tsym) + B / Tsym, Tsym).is_negative
