@@ -59,6 +59,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", default=None, help="result JSON (default benchmarks/results/llm_<device>_<shape>_<dtype>.json)")
+    parser.add_argument("--drift", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure perturb/restore drift per dtype (CPU, this shape)")
     parser.add_argument("--single", default=None, help=argparse.SUPPRESS)      # internal: one case, in this process
     parser.add_argument("--single-out", default=None, help=argparse.SUPPRESS)
 
@@ -124,6 +126,49 @@ def run_case(name: str, shape: str, batch_size: int, seq_len: int, dtype: str, s
     return out
 
 
+def measure_restore_drift(shape: str, dtypes=("float32", "bfloat16", "float16"), mu: float = 1e-3) -> dict:
+    """Drift of the model's base weights after one +mu u, -2 mu u, +mu u cycle (the core's perturb/restore),
+    per dtype, with the base perturbed in place (master none) and through the trainer's fp32 master (auto).
+
+    Returns, per dtype and master mode: the fraction of weights that changed and the max absolute change.
+    """
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from hybridtheory.algorithm import ZOSettings
+
+    from .config import TrainConfig
+    from .models import split_parameters, torch_dtype
+    from .trainer import Trainer
+
+    config = OPTConfig(**SHAPES[shape])
+    reference = OPTForCausalLM(config)
+    out = {}
+    zo = ZOSettings(mu=mu, law="gaussian")
+    for dtype in dtypes:
+        for master in ("none", "auto"):
+            model = OPTForCausalLM(config)
+            model.load_state_dict(reference.state_dict())
+            model.to(torch_dtype(dtype))
+            cfg = TrainConfig(model="bench", method="zo-full", dtype=dtype, base_master=master, mu=mu,
+                              track_displacement=False).validate()
+            trainer = Trainer(model, split_parameters(model), cfg, n_train=1, device=torch.device("cpu"))
+            weights = split_parameters(model).tensors("base")
+            before = [w.detach().clone() for w in weights]
+            direction = zo.direction(step_seed=1, query=0)
+            for alpha in (mu, -2 * mu, mu):
+                direction.add_to(trainer.groups[0].params, alpha)
+                trainer.sync_master()
+            changed = sum(int((w != b).sum()) for w, b in zip(weights, before))
+            total = sum(w.numel() for w in weights)
+            out[f"{dtype}/master={trainer.master_dtype}"] = {
+                "fraction_changed": changed / total,
+                "max_abs_change": max(float((w.float() - b.float()).abs().max()) for w, b in zip(weights, before)),
+            }
+            del model, trainer
+    return out
+
+
 def _ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
@@ -184,7 +229,9 @@ def run_bench_command(ns) -> int:
         "hybrid_forward_mem_over_fo_full_adamw": _ratio(get("hybrid-forward", mem_key), get("fo-full-adamw", mem_key)),
         "zo_full_mem_over_fo_full_adamw": _ratio(get("zo-full", mem_key), get("fo-full-adamw", mem_key)),
     }
+    drift = measure_restore_drift(ns.shape) if ns.drift else None
     report = {
+        "restore_drift_after_perturb_restore": drift,
         "device": device_name(device), "device_type": device.type, "environment": environment(device),
         "shape": ns.shape, "architecture": {"class": "OPTForCausalLM", **SHAPES[ns.shape]}, "init": "random (no download)",
         "batch_size": ns.batch_size, "seq_len": ns.seq_len, "dtype": ns.dtype, "steps": ns.steps, "warmup": ns.warmup,
