@@ -14,6 +14,13 @@ floats. Notation: :math:`L_y = L_0 + L_1 G_y`, :math:`\hat L_x = L_x + L_c`, :ma
   .. math:: \frac1T\sum_{t<T}\mathbb E[\eta_x\|\nabla_xF(z_t)\|^2 + \eta_y\|\nabla_yF(z_t)\|^2] \le
             W := \frac{4\Delta}{nT} + 4\hat L_x\eta_x^2\sigma^2 + 3(\eta_x\bar E_x + \eta_y\bar E_y).
 
+* Corollary 1: :func:`corollary1_schedule` (mu, eta_x, eta_y, T and the five T terms).
+* Corollary 2: :func:`corollary2_bound` (the anytime bound at a horizon T) and
+  :func:`corollary2_schedule` (tuned eta0, mu0 and the horizon that guarantees eps).
+
+Every expression here is also built in SymPy in ``proofs/symbolic.py``; ``tests/test_proofs_bounds_agree.py``
+requires the two to agree to rounding at random parameter points.
+
 Inputs that make the theorem inapplicable raise :class:`BoundError` naming the quantity.
 """
 from __future__ import annotations
@@ -208,3 +215,59 @@ def corollary2_bound(c: HGSConstants, n: int, dx: int, eta0: float, rho: float, 
     sq = math.sqrt(T)
     return ((4 * delta / eta0 + 4 * c.L_hat_x * eta0 * s2 / n + 9 * b**2 * sq) / (m * sq)
             + eta0**2 * (K1 + K2 * s2 / n) / (m * T))
+
+
+@dataclass(frozen=True)
+class AnytimeSchedule:
+    """Corollary 2's tuned choice for one eps (``proofs/04-corollaries.md`` section 4.4).
+
+    Run with eta_x = eta0/(n sqrt T), eta_y = rho eta_x, mu = mu0 T^(-1/4) for this T."""
+
+    eps: float
+    eta0: float
+    mu0: float
+    T: int
+    T0: float        # smallest T for which the step caps hold
+    leading: float   # A^2/eps^4 = 81 Delta Lhat_x sigma0^2/(m^2 n eps^4), the eps^-4 term of T
+    sigma0_sq: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def corollary2_mu0_max(c: HGSConstants, n: int, dx: int, delta: float, law: str = "sphere") -> float:
+    """Largest mu0 with 9 beta_{mu0}^2 <= sqrt(Delta Lhat_x sigma_min^2 / n), sigma_min^2 = sigma^2 at mu -> 0
+    (2 d G_x^2 sphere, 2 (d+2) G_x^2 Gaussian); this implies Corollary 2's condition for every sigma0^2."""
+    _check(c, n, dx, law)
+    _positive("delta", delta)
+    if c.L_x == 0:
+        raise BoundError("L_x = 0: no smoothing bias, any mu0 works; pass mu0 explicitly")
+    s_min = 2 * (dx if law == "sphere" else dx + 2) * c.G_x**2
+    beta_sq = math.sqrt(delta * c.L_hat_x * s_min / n) / 9
+    return math.sqrt(beta_sq) / (c.L_x * (1.0 if law == "sphere" else math.sqrt(dx)))
+
+
+def corollary2_schedule(c: HGSConstants, n: int, dx: int, eps: float, delta: float, rho: float = 1.0,
+                        mu0: float | None = None, law: str = "sphere") -> AnytimeSchedule:
+    """Corollary 2 tuned: eta0 = sqrt(n Delta/(Lhat_x sigma0^2)) and the horizon
+    T = ceil(max{T0, A^2/eps^4 + 2B/eps^2}) with A = 9 sqrt(Delta Lhat_x sigma0^2/n)/m,
+    B = eta0^2 (K1 + K2 sigma0^2/n)/m; then corollary2_bound(...) <= eps^2 at this T."""
+    _check(c, n, dx, law)
+    _positive("eps", eps)
+    _positive("delta", delta)
+    _positive("rho", rho)
+    if mu0 is None:
+        mu0 = corollary2_mu0_max(c, n, dx, delta, law)
+    s0 = sigma_sq(c, dx, mu0, law)
+    if 9 * beta_mu(c, dx, mu0, law) ** 2 > math.sqrt(delta * c.L_hat_x * s0 / n) * (1 + 1e-12):
+        raise BoundError(f"mu0 = {mu0:.4g} is too large: Corollary 2 needs 9 beta_mu0^2 <= sqrt(Delta Lhat_x sigma0^2/n)")
+    if c.L_hat_x * s0 == 0:
+        raise BoundError("Lhat_x sigma0^2 = 0: Corollary 2's eta0 is undefined (no ZO noise)")
+    m = min(1.0, rho)
+    eta0 = math.sqrt(n * delta / (c.L_hat_x * s0))
+    K1, K2 = k_constants(c, rho)
+    A = 9 * math.sqrt(delta * c.L_hat_x * s0 / n) / m
+    B = eta0**2 * (K1 + K2 * s0 / n) / m
+    T0 = max((8 * c.L_hat_x * eta0) ** 2, (4 * rho * c.L_hat_y * eta0) ** 2)
+    T = math.ceil(max(T0, A**2 / eps**4 + 2 * B / eps**2))
+    return AnytimeSchedule(eps=eps, eta0=eta0, mu0=mu0, T=T, T0=T0, leading=A**2 / eps**4, sigma0_sq=s0)

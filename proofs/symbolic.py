@@ -199,3 +199,19 @@ def logistic_loss():
 def ramp_h(e=eps):
     r""":math:`h_\varepsilon(t) = 2\varepsilon(\sqrt{1+t^2}-1)` (ramp family)."""
     return 2 * e * (sp.sqrt(1 + t**2) - 1)
+
+
+def corollary2_tuned(law: str = "sphere"):
+    r"""Corollary 2 tuned (``proofs/04-corollaries.md`` 4.4): (eta0, A, B, T_req, mu0_max) with
+    :math:`\sigma_0^2 = \sigma^2(\mu_0)`, :math:`\eta_0 = \sqrt{n\Delta/(\hat L_x\sigma_0^2)}`,
+    :math:`A = 9\sqrt{\Delta\hat L_x\sigma_0^2/n}/m`, :math:`B = \eta_0^2(K_1 + K_2\sigma_0^2/n)/m`,
+    :math:`T_{req} = A^2/\varepsilon^4 + 2B/\varepsilon^2`, and the largest :math:`\mu_0` with
+    :math:`9\beta_{\mu_0}^2\le\sqrt{\Delta\hat L_x\sigma^2(0)/n}`."""
+    s0 = sigma_sq(law, mu0)
+    K1, K2 = k_constants()
+    e0 = sp.sqrt(n * Delta / (Lhat_x * s0))
+    A = 9 * sp.sqrt(Delta * Lhat_x * s0 / n) / m
+    B = e0**2 * (K1 + K2 * s0 / n) / m
+    s_min = sigma_sq(law, sp.Integer(0))
+    mu0_max = sp.sqrt(sp.sqrt(Delta * Lhat_x * s_min / n) / 9) / (L_x if law == "sphere" else L_x * sp.sqrt(d))
+    return e0, A, B, A**2 / eps**4 + 2 * B / eps**2, mu0_max

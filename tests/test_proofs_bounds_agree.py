@@ -146,3 +146,32 @@ def test_caps_are_enforced():
     no_G = HGSConstants(L_x=1.0, L_c=0.0, L0=1.0, L1=0.0, G_x=None, G_y=1.0, F_lower=0.0)
     with pytest.raises(bounds.BoundError):
         bounds.theorem1_rhs(no_G, 4, 3, cx, cy, 0.1, 10, 1.0)
+
+
+_C2T = {law: [_fn(e) for e in S.corollary2_tuned(law)] for law in S.LAWS}
+
+
+@SETTINGS
+@given(point, st.booleans())
+def test_corollary2_schedule_agrees_and_delivers(p, default_mu):
+    c, n, d, law, rho, eps, Delta = p["c"], p["n"], p["d"], p["law"], p["rho"], p["eps"], p["Delta"]
+    f = _C2T[law]
+    mu0_max = f[4](*_args(p, 1.0, 1.0))
+    assert _close(bounds.corollary2_mu0_max(c, n, d, Delta, law), mu0_max)
+    mu0 = None if default_mu else 0.5 * mu0_max
+    sch = bounds.corollary2_schedule(c, n, d, eps, Delta, rho, mu0, law)
+    q = dict(p, mu0=sch.mu0)
+    a = _args(q, 1.0, 1.0)
+    assert _close(sch.eta0, f[0](*a))
+    A, B, T_req = f[1](*a), f[2](*a), f[3](*a)
+    assert _close(sch.leading, A**2 / eps**4)
+    assert sch.T >= T_req * (1 - REL) and sch.T >= sch.T0 * (1 - REL)
+    # the conclusion of Corollary 2 at the returned horizon
+    assert bounds.corollary2_bound(c, n, d, sch.eta0, rho, sch.mu0, sch.T, Delta, law) <= eps**2 * (1 + 1e-9)
+
+
+def test_corollary2_rejects_a_too_large_mu0():
+    c = HGSConstants(L_x=1.0, L_c=0.5, L0=1.0, L1=0.5, G_x=1.0, G_y=1.0, F_lower=0.0)
+    mu_max = bounds.corollary2_mu0_max(c, 4, 10, 1.0)
+    with pytest.raises(bounds.BoundError):
+        bounds.corollary2_schedule(c, 4, 10, 0.1, 1.0, mu0=100 * mu_max)
