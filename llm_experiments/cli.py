@@ -33,7 +33,9 @@ def _quiet_hf() -> None:
         import transformers
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-    except ImportError:
+        import huggingface_hub
+        huggingface_hub.utils.logging.set_verbosity_error()  # no multi-line retry chatter on a bad Hub id
+    except (ImportError, AttributeError):
         pass
 
 

@@ -194,12 +194,12 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     run_dir = Path(cfg.output_dir)
     if not resume and (run_dir / "results.json").exists():
         raise UserError(f"run folder {str(run_dir)!r} already holds a finished run; choose another --output-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, run_dir / "config.json")
     model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code)
     if splits is None:
         splits = load_splits(spec, source=cfg.data, n_train=cfg.n_train, n_dev=cfg.n_dev, n_eval=cfg.n_eval,
                              seed=cfg.data_seed)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once model and data loaded: bad input leaves no folder
+    write_config(cfg, run_dir / "config.json")
     if cfg.uses_peft:
         model = attach_peft(model, cfg.peft, seed=cfg.seed, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                             lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
