@@ -26,6 +26,7 @@ Inputs that make the theorem inapplicable raise :class:`BoundError` naming the q
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 from .algorithm.directions import LAWS
@@ -37,7 +38,9 @@ class BoundError(ValueError):
 
 
 def _positive(name: str, v: float, strict: bool = True) -> float:
-    if not isinstance(v, (int, float)) or math.isnan(v) or (v <= 0 if strict else v < 0) or math.isinf(v):
+    # numbers.Real accepts numpy scalars (np.float32, np.int64) as well as Python numbers; bool is rejected
+    if not isinstance(v, numbers.Real) or isinstance(v, bool) or math.isnan(v) or (v <= 0 if strict else v < 0) \
+            or math.isinf(v):
         raise BoundError(f"{name} must be {'> 0' if strict else '>= 0'} and finite, got {v!r}")
     return float(v)
 
