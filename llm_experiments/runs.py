@@ -250,7 +250,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     atomic_write_json(run_dir / "run.json", run_info)
     if trainer.state.step == 0:
         dev_eval(trainer)  # step-0 (zero-shot) dev accuracy: the starting point of every curve
-    bar = tqdm(total=cfg.steps, initial=trainer.state.step, disable=not cfg.progress, desc=f"{cfg.method} {cfg.task}")
+    # progress=False forces bars off; otherwise tqdm's defaults apply (TQDM_DISABLE=1 turns them off)
+    bar = tqdm(total=cfg.steps, initial=trainer.state.step, desc=f"{cfg.method} {cfg.task}",
+               **({} if cfg.progress else {"disable": True}))
     try:
         train_loop(trainer, encoded, collate, LoopHooks(log=metrics.write, evaluate=dev_eval, progress=bar))
     finally:

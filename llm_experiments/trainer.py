@@ -102,14 +102,14 @@ class ModelOracle:
         self.before_forward, self.clock = before_forward, clock
         # default: the model's own loss (HF shifts labels and averages over answer tokens; it upcasts to fp32)
         self.loss_fn = loss_fn or (lambda m, batch: _wide(m(**batch, use_cache=False).loss))
-        self.zo_losses: list[torch.Tensor] = []
+        self.losses: list[torch.Tensor] = []  # every loss evaluated this step, in order (for the logged loss)
 
     def loss(self) -> torch.Tensor:
         self.before_forward()  # 16-bit model: re-cast the (perturbed) master into the model
         with self.clock.phase("zo_forward"), torch.no_grad():
             self.model.train(False)  # deterministic: no dropout in ZO forwards
             total = sum(self.loss_fn(self.model, mb) for mb in self.micro) / len(self.micro)
-        self.zo_losses.append(total)
+        self.losses.append(total)
         return total
 
     def loss_and_grad(self, params):
@@ -124,6 +124,7 @@ class ModelOracle:
                 grads = parts if grads is None else [a.add_(b) for a, b in zip(grads, parts)]
                 total = total + loss.detach()
             self.model.train(False)
+        self.losses.append(total)
         return total, grads
 
 
@@ -224,12 +225,12 @@ class Trainer:
             torch.cuda.synchronize()
         step_s = time.perf_counter() - start
         times, peaks = self.clock.take()
-        if info.loss is not None:
+        if info.loss is not None:              # the FO pass's loss (at x; at the updated x for gauss_seidel)
             loss = info.loss
-        elif self.zo.difference == "central":  # (f(x+mu u) + f(x-mu u))/2 = f(x) + O(mu^2)
-            loss = (oracle.zo_losses[0] + oracle.zo_losses[1]) / 2
-        else:                                  # forward difference without FO: the first forward is f(x)
-            loss = oracle.zo_losses[0]
+        elif self.zo.difference == "central":  # first two evaluations: (f(x+mu u) + f(x-mu u))/2 = f(x) + O(mu^2)
+            loss = (oracle.losses[0] + oracle.losses[1]) / 2
+        else:                                  # forward difference: the first evaluation is f(x)
+            loss = oracle.losses[0]
         self.state.step += 1
         self.state.forwards += info.forwards
         self.state.backwards += info.backwards

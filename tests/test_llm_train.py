@@ -257,10 +257,14 @@ CASES = [  # (arch, method, peft, overrides) -- step sizes found by a small swee
     ("llama", "hybrid", "prefix", dict(lr_base=1e-3, lr_adapter=1e-1, fo_optimizer="adam", zo_difference="forward")),
     ("gpt2", "fo-peft", "ia3", dict(lr_adapter=1e-1, fo_optimizer="adam")),
     ("opt", "fo-peft", "prompt", dict(lr_adapter=1e-1, fo_optimizer="adam", micro_batches=2)),
+    ("opt", "hybrid", "lora", dict(lr_base=1e-4, lr_adapter=3e-2, fo_optimizer="adam", fo_point="gauss_seidel")),
+    ("opt", "hybrid", "lora", dict(lr_base=1e-4, lr_adapter=3e-2, fo_optimizer="adam", fo_point="perturbed")),
+    ("opt", "hybrid", "lora", dict(lr_base=1e-4, lr_adapter=3e-2, fo_optimizer="adam", zo_law="sphere",
+                                   sampling="replacement", zo_queries=2)),
 ]
 
 
-@pytest.mark.parametrize("arch,method,peft,overrides", CASES, ids=[f"{a}-{m}-{p}" for a, m, p, _ in CASES])
+@pytest.mark.parametrize("arch,method,peft,overrides", CASES, ids=[f"{a}-{m}-{p}-{i}" for i, (a, m, p, _) in enumerate(CASES)])
 def test_training_loss_falls(tok, encoded, arch, method, peft, overrides):
     model, tr = make(tok, arch=arch, method=method, peft=peft, **{"steps": 24, **overrides})
     full = batch_of(encoded, tok, range(len(encoded)))
