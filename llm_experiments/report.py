@@ -59,7 +59,7 @@ def collect(run_dirs: list[Path]) -> list[dict]:
             "selected_step": res.get("selected_step"), "dev_accuracy": dev.get("accuracy"),
             "eval_accuracy": ev.get("accuracy"), "eval_majority": ev.get("majority_baseline"), "eval_n": ev.get("n"),
             "train_time_s": res.get("train_time_s"), "forwards": res.get("forwards"),
-            "peak_mem_mb": (res.get("memory") or {}).get("max_allocated_mb"), "run_dir": str(run),
+            "peak_mem_mb": (res.get("memory") or {}).get("step"), "run_dir": str(run),
         })
     return rows
 

@@ -268,9 +268,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     selected_step = best["step"] if cfg.select == "best_dev" and best["step"] is not None else last_step
     dev_result = run_eval(splits.dev) if splits.dev else None
     eval_result = run_eval(splits.eval)
-    peaks = {}
-    if device.type == "cuda":
-        peaks = {"max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20}
+    peaks = dict(trainer.peak_mem_mb)  # CUDA: per-phase and whole-step peak allocated memory (MiB); CPU: empty
     results = {"task": cfg.task, "model": cfg.model, "method": cfg.method, "peft": cfg.peft if cfg.uses_peft else None,
                "seed": cfg.seed, "selected_step": selected_step, "steps": last_step, "dev": dev_result,
                "eval": eval_result, "train_time_s": final_state.elapsed_s, "forwards": final_state.forwards,

@@ -57,9 +57,12 @@ MASTER_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class PhaseClock:
-    """Wall time and (on CUDA) peak allocated memory per phase of a step.
+    """Wall time and (on CUDA) peak allocated memory per phase of a step, and the whole step's peak.
 
-    On CUDA each phase boundary synchronises (a CPU-GPU sync point) so the times are the GPU's.
+    CUDA has one peak counter; each phase resets it, so before every reset the peak of the interval that
+    just ended is folded into the step's peak (``peaks["step"]``), which thus also covers the work between
+    phases (perturbations, ZO update). Each phase boundary synchronises (a CPU-GPU sync point) so the times
+    are the GPU's.
     """
 
     def __init__(self, device: torch.device):
@@ -67,10 +70,16 @@ class PhaseClock:
         self.times: dict[str, float] = {}
         self.peaks: dict[str, float] = {}
 
+    def _fold(self) -> float:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        self.peaks["step"] = max(self.peaks.get("step", 0.0), peak)
+        return peak
+
     @contextmanager
     def phase(self, name: str):
         if self.cuda:
             torch.cuda.synchronize()
+            self._fold()
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         try:
@@ -78,11 +87,19 @@ class PhaseClock:
         finally:
             if self.cuda:
                 torch.cuda.synchronize()
-                peak = torch.cuda.max_memory_allocated() / 2**20
-                self.peaks[name] = max(self.peaks.get(name, 0.0), peak)
+                self.peaks[name] = max(self.peaks.get(name, 0.0), self._fold())
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
+    def start(self) -> None:
+        """Begin a step: forget peaks of whatever ran between steps (evaluation, logging)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
     def take(self) -> tuple[dict, dict]:
+        if self.cuda:
+            self._fold()
+            torch.cuda.reset_peak_memory_stats()  # the next step starts a fresh interval
         times, peaks = self.times, self.peaks
         self.times, self.peaks = {}, {}
         return times, peaks
@@ -116,13 +133,16 @@ class ModelOracle:
         self.before_forward()
         with self.clock.phase("fo_forward_backward"), torch.enable_grad():
             self.model.train(self.fo_dropout)  # explicit dropout policy of the FO pass
-            total, grads = 0.0, None
-            for mb in self.micro:
+            total = 0.0
+            for p in params:
+                p.grad = None
+            for mb in self.micro:  # backward(inputs=...) accumulates micro-batch gradients in place in .grad
                 loss = self.loss_fn(self.model, mb) / len(self.micro)
-                parts = torch.autograd.grad(loss, params, allow_unused=True)
-                parts = [torch.zeros_like(p) if g is None else g for p, g in zip(params, parts)]
-                grads = parts if grads is None else [a.add_(b) for a, b in zip(grads, parts)]
+                loss.backward(inputs=list(params))
                 total = total + loss.detach()
+            grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+            for p in params:  # the caller owns the gradients now; .grad stays empty between steps
+                p.grad = None
             self.model.train(False)
         self.losses.append(total)
         return total, grads
@@ -148,6 +168,7 @@ class Trainer:
         self.model, self.cfg, self.device = model, cfg, device
         self.state = TrainState()
         self.clock = PhaseClock(device)
+        self.peak_mem_mb: dict[str, float] = {}  # CUDA only: max over steps, per phase and "step"
         self.sampler = EpochSampler(n=n_train, seed=cfg.seed, replacement=cfg.sampling == "replacement")
         base_oracle, adapter_oracle = METHOD_ORACLES[cfg.method]
         if cfg.uses_peft and not split.adapter:
@@ -164,7 +185,7 @@ class Trainer:
             masters = [p.detach().to(MASTER_DTYPES[master_name]).clone() for p in base]
             self.master_pairs = list(zip(base, masters))
             base = masters
-        self.master_dtype = master_name
+        self.master_dtype = master_name if self.master_pairs else "none"
         self.groups: list[ParamGroup] = []
         if base_oracle is not None:
             self.groups.append(ParamGroup("base", base, cfg.lr_base, base_oracle))
@@ -217,6 +238,7 @@ class Trainer:
     def step(self, micro_batches: list[dict]) -> dict:
         """One hybrid step on a minibatch; returns the metrics of this step."""
         oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, self.sync_master, self.clock)
+        self.clock.start()
         start = time.perf_counter()
         info = hybrid_step(self.groups, oracle, self.zo, derive_seed(self.cfg.seed, self.state.step),
                            fo_point=self.cfg.fo_point, fo_update=self.fo_update)
@@ -244,6 +266,8 @@ class Trainer:
         }
         if peaks:
             metrics["peak_mem_mb"] = peaks
+            for name, value in peaks.items():  # run-level peaks per phase (results.json)
+                self.peak_mem_mb[name] = max(self.peak_mem_mb.get(name, 0.0), value)
         return metrics
 
     @torch.no_grad()
