@@ -314,3 +314,23 @@ def test_tiny_zo_updates_accumulate_in_the_master_not_round_away(tok, encoded):
         results[master] = changed
     assert results["none"] < 0.05   # almost every bf16 weight ignores the update
     assert results["auto"] > 0.95   # the fp32 master records it
+
+
+# ---------------------------------------------------------------------------- per-phase memory accounting
+def test_phase_clock_folds_peaks_across_resets(monkeypatch):
+    """CUDA peak bookkeeping with a fake allocator: each phase's own peak, and the step peak including the
+    work between phases (perturbations, ZO update), not the work before the step (evaluation)."""
+    fake = {"peak": 0.0}
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: fake.update(peak=10 * 2**20))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: fake["peak"])
+    clock = PhaseClock(torch.device("cuda"))
+    fake["peak"] = 900 * 2**20   # an evaluation before the step
+    clock.start()
+    with clock.phase("zo_forward"):
+        fake["peak"] = 100 * 2**20
+    fake["peak"] = 300 * 2**20   # perturbation pass between phases
+    with clock.phase("fo_forward_backward"):
+        fake["peak"] = 200 * 2**20
+    _, peaks = clock.take()
+    assert peaks == {"zo_forward": 100.0, "fo_forward_backward": 200.0, "step": 300.0}
