@@ -36,6 +36,7 @@ Theorem 1 (1)          E[F(z_{t+1})] - F(z_t) + (n/4)(eta_x|g_x|^2 + eta_y|g_y|^
 Theorem 1 (2)          (1/T) sum_t E[eta_x|grad_x F|^2 + eta_y|grad_y F|^2] <= W
 Prop. 5 (ramp)         ramp under Corollary 1's schedule: fraction of replicates at ||grad F|| <= eps before
                        epoch T_low, against the bound p of ``proofs/05-ramp.md``; and T_low/T_emp
+Cor. 1 (ramp)          T_emp/T(eps), and the ergodic average of ||grad F||^2 over T(eps) epochs vs eps^2
 =====================  ==========================================================================
 """
 from __future__ import annotations
@@ -303,7 +304,7 @@ def check_epoch(checks: Checks, fam: str, p: FiniteSumProblem, R: int, mus, quic
                             checks.get_check(name, fam).add(tg, float(v.mean()), bound, float(v.std()) / math.sqrt(R))
                     if fam == "quadratic" and law == "sphere":   # central differences are exact: N is the noise
                         v = out["N_sq"]
-                        checks.get_check("Lemma 4(d) E|N|^2", fam).add(tg, float(v.mean()), s2 / n,
+                        checks.get_check("Lemma 4(d) noise N", fam).add(tg, float(v.mean()), s2 / n,
                                                                       float(v.std()) / math.sqrt(R))
                     lhs = out["F1"] - F0 + (n / 4) * (eta_x * gxs + eta_y * gys)
                     err = bounds.one_epoch_rhs(c, n, d, eta_x, eta_y, mu, gxs, gys, law) \
@@ -311,7 +312,7 @@ def check_epoch(checks: Checks, fam: str, p: FiniteSumProblem, R: int, mus, quic
                     checks.get_check("Theorem 1 (1) one epoch", fam).add(
                         tg, float(lhs.mean()), err, float(lhs.std()) / math.sqrt(R))
                     if hasattr(p, "radius"):
-                        checks.get_check("(A3) region: max|z|/R", fam).add(tg, float(out["max_norm"].max()), p.radius)
+                        checks.get_check("(A3) region: max norm(z)/R", fam).add(tg, float(out["max_norm"].max()), p.radius)
 
 
 # -- Theorem 1 (2): whole runs through the runner ---------------------------------------------------
@@ -333,7 +334,7 @@ def check_theorem1(checks: Checks, fam: str, p: FiniteSumProblem, R: int, Ts, mu
                         gsx.append(tr.grad_sq_x[0]), gsy.append(tr.grad_sq_y[0])
                         worst = max(worst, float(torch.cat([state.x, state.y], -1).norm(dim=-1).max()))
                     gsx, gsy = np.stack(gsx), np.stack(gsy)
-                    checks.get_check("(A3) region: max|z|/R", fam).add(tag(p, law=law, mu=mu, step=s), worst, p.radius)
+                    checks.get_check("(A3) region: max norm(z)/R", fam).add(tag(p, law=law, mu=mu, step=s), worst, p.radius)
                 else:
                     tr = run(p, cfg)
                     gsx, gsy = tr.grad_sq_x, tr.grad_sq_y
@@ -354,7 +355,7 @@ def ramp_lower_bound(eps: float, delta: float, eta_x: float, n: int, s2: float) 
     return k_star // n, 4 * eta_x**2 * k_star * s2 / (X0 - 1) ** 2
 
 
-def check_ramp(checks: Checks, R: int, eps_grid, seed: int) -> None:
+def check_ramp(checks: Checks, R: int, eps_grid, seed: int, log=print) -> None:
     for eps in eps_grid:
         p = make("ramp", eps=eps, dx=6, n=2)
         c = p.constants()
@@ -375,6 +376,22 @@ def check_ramp(checks: Checks, R: int, eps_grid, seed: int) -> None:
         # the proved lower bound T_low never exceeds the measured hitting time
         checks.get_check("Prop. 5 ramp: T_low/T_emp", "ramp").add(tg, T_low, T_emp if math.isfinite(T_emp) else 1e300)
         checks.get_check("Cor. 1 ramp: T_emp/T_bound", "ramp").add(tg, T_emp, float(sch.T))
+        log(f"  ramp eps={eps:g}: T_bound={sch.T} (binding {sch.binding}), T_low={T_low}, p={pfail:.3g}, "
+            f"T_emp={T_emp:.0f} ({reached.size}/{R} reached), early hits={early:.3g}, "
+            f"T_low/T_emp={T_low / T_emp:.3g}, T_emp/T_bound={T_emp / sch.T:.4g}")
+
+
+def check_corollary1_ramp(checks: Checks, R: int, eps: float, seed: int, log=print) -> None:
+    """Corollary 1's conclusion itself: run T(eps) epochs with its schedule, (1/T) sum_t ||grad F(z_t)||^2 <= eps^2."""
+    p = make("ramp", eps=eps, dx=6, n=2)
+    sch = bounds.corollary1_schedule(p.constants(), p.n, p.dx, eps, gap(p))
+    cfg = RunConfig(method="hybrid", eta_x=sch.eta_x, eta_y=sch.eta_y, mu=sch.mu, epochs=sch.T, replicates=R, seed=seed)
+    tr = run(p, cfg)
+    avg = tr.grad_sq[: sch.T].mean(0)
+    checks.get_check("Cor. 1 stationarity (ramp)", "ramp").add(
+        tag(p, eps=eps, T=sch.T), float(avg.mean()), eps**2, float(avg.std()) / math.sqrt(R))
+    log(f"  Corollary 1 on the ramp, eps={eps:g}: T={sch.T}, (1/T) sum ||grad F||^2 = {avg.mean():.4g} "
+        f"(+- {avg.std() / math.sqrt(R):.2g}) vs eps^2 = {eps**2:.4g}")
 
 
 # -- driver ---------------------------------------------------------------------------------------------
@@ -396,8 +413,11 @@ def verify(quick: bool = False, seed: int = 0, log=print) -> list[dict]:
             log(f"  {fam} {tag(p)}: {time.time() - t0:.1f}s")
     if not quick:
         t0 = time.time()
-        check_ramp(checks, 64, (0.45, 0.4, 0.35), seed)
+        check_ramp(checks, 64, (0.45, 0.4, 0.35), seed, log)
         log(f"  ramp lower bound: {time.time() - t0:.1f}s")
+        t0 = time.time()
+        check_corollary1_ramp(checks, 16, 0.45, seed, log)
+        log(f"  Corollary 1 on the ramp: {time.time() - t0:.1f}s")
     return [ch.row() for ch in checks.values()]
 
 

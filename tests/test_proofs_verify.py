@@ -28,7 +28,7 @@ def test_every_statement_on_every_family(rows):
     for fam in ("hyb", "ramp", "quadratic"):
         missing = {s for s in STATEMENTS if (s, fam) not in seen}
         assert not missing, f"{fam}: {missing}"
-    assert ("Lemma 4(d) E|N|^2", "quadratic") in seen
+    assert ("Lemma 4(d) noise N", "quadratic") in seen
 
 
 def test_no_bound_is_exceeded(rows):
