@@ -26,7 +26,8 @@ from scipy.special import gammaln, jv
 
 from hybridtheory.algorithm import ZOSettings, apply_zo_update, materialize_estimate, zo_coefficients
 
-R = 40_000          # replicates per Monte Carlo estimate
+R = 40_000          # replicates per Monte Carlo estimate of a mean (needs the precision: bias >= 10 se)
+R_MOMENT = 10_000   # replicates for second moments (one-sided bounds with slack; keeps the suite fast)
 Z_MEAN, Z_BOUND = 5.0, 4.0
 
 
@@ -61,9 +62,10 @@ class SinQuad:
         return factor @ self.W + x @ self.A
 
 
-def _estimate(f: SinQuad, x0: torch.Tensor, settings: ZOSettings, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """R replicate estimates at the same point x0: returns (g of shape (R, d), the block after the call)."""
-    x = x0.expand(R, f.d).clone()
+def _estimate(f: SinQuad, x0: torch.Tensor, settings: ZOSettings, seed: int, reps: int = R
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``reps`` replicate estimates at the same point x0: returns (g of shape (reps, d), the block after the call)."""
+    x = x0.expand(reps, f.d).clone()
     records = zo_coefficients([x], lambda: f(x), settings, step_seed=seed,
                               f0=f(x) if settings.difference == "forward" else None)
     return materialize_estimate([x], records)[0], x
@@ -111,7 +113,7 @@ def test_bias_bound(law, d):
 
 
 @pytest.mark.parametrize("law,difference,q", CASES)
-@pytest.mark.parametrize("d", [1, 5, 20])
+@pytest.mark.parametrize("d", [2, 20])
 def test_second_moment_bound(law, difference, q, d):
     """Lemma 2(c), nonconvex f: E|g|^2 <= sigma_pt^2 := 2d|a|^2 + d^2L^2mu^2/2 (sphere),
     2(d+2)|a|^2 + (L mu)^2 d(d+2)(d+4)/2 (Gaussian); with q queries E|g|^2 <= |Eg|^2 + (sigma_pt^2 - |Eg|^2)/q."""
@@ -119,9 +121,9 @@ def test_second_moment_bound(law, difference, q, d):
     a2 = f.grad(x0).square().sum().item()
     for mu in (0.1, 1.0):
         st = ZOSettings(mu=mu, law=law, difference=difference, queries=q, batch_dims=1, dtype=torch.float64)
-        g, _ = _estimate(f, x0, st, seed=7 + d)
+        g, _ = _estimate(f, x0, st, seed=7 + d, reps=R_MOMENT)
         sq = g.square().sum(1)
-        mean, se = sq.mean().item(), sq.std().item() / math.sqrt(R)
+        mean, se = sq.mean().item(), sq.std().item() / math.sqrt(R_MOMENT)
         if law == "sphere":
             s_pt = 2 * d * a2 + d**2 * f.L**2 * mu**2 / 2
         else:
@@ -140,11 +142,11 @@ def test_second_moment_exact_on_quadratics(law, exact, q):
     f, x0 = SinQuad(d, quad_only=True, seed=5), _point(d, seed=6)
     a2 = f.grad(x0).square().sum().item()
     st = ZOSettings(mu=0.5, law=law, difference="central", queries=q, batch_dims=1, dtype=torch.float64)
-    g, _ = _estimate(f, x0, st, seed=21)
+    g, _ = _estimate(f, x0, st, seed=21, reps=R_MOMENT)
     sq = g.square().sum(1)
     want = a2 + (exact(d) - 1) * a2 / q
-    assert abs(sq.mean().item() - want) <= Z_MEAN * sq.std().item() / math.sqrt(R)
-    assert ((g.mean(0) - f.grad(x0)).abs() / (g.std(0) / math.sqrt(R))).max() < Z_MEAN   # no bias
+    assert abs(sq.mean().item() - want) <= Z_MEAN * sq.std().item() / math.sqrt(R_MOMENT)
+    assert ((g.mean(0) - f.grad(x0)).abs() / (g.std(0) / math.sqrt(R_MOMENT))).max() < Z_MEAN   # no bias
 
 
 @pytest.mark.parametrize("d", [1, 4, 30])
@@ -154,7 +156,7 @@ def test_sphere_almost_sure_bound(d):
     for mu in (0.01, 0.5, 2.0):
         x0 = _point(d, seed=9)
         st = ZOSettings(mu=mu, law="sphere", difference="central", batch_dims=1, dtype=torch.float64)
-        g, _ = _estimate(f, x0, st, seed=31)
+        g, _ = _estimate(f, x0, st, seed=31, reps=R_MOMENT)
         bound = d * (f.grad(x0).norm().item() + f.L * mu)
         assert g.norm(dim=1).max().item() <= bound * (1 + 1e-12)
 
