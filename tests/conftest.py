@@ -11,3 +11,9 @@ from hypothesis import settings
 settings.register_profile("dev", deadline=None, print_blob=True)
 if not os.environ.get("CI"):
     settings.load_profile("dev")
+
+# The suite works on tiny tensors: torch's intra-op threads only add synchronisation overhead, and on a
+# loaded 2-core machine they made the Monte Carlo tests several times slower.
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
