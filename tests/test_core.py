@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridtheory.algorithm import (Direction, EpochSampler, ParamGroup, ZOSettings, apply_zo_update,
+from hybridtheory.algorithm import (Direction, EpochSampler, ParamGroup, ZOSettings, apply_zo_update, restore_pending,
                                     hybrid_step, zo_coefficients)
 from hybridtheory.objectives import make
 from hybridtheory.runner import RunConfig, RunState, run
@@ -120,3 +120,36 @@ def test_bad_inputs_raise_clear_errors():
         ParamGroup("x", [], -1.0, "zo")
     with pytest.raises(ValueError, match="unknown method"):
         RunConfig(method="adam")
+
+
+@pytest.mark.parametrize("difference", ["central", "forward"])
+def test_deferred_restore_fused_with_update_matches_separate_passes(difference):
+    g = torch.Generator().manual_seed(4)
+    start = [torch.randn(6, generator=g, dtype=torch.float64), torch.randn(2, 3, generator=g, dtype=torch.float64)]
+    target = torch.randn(6, generator=g, dtype=torch.float64)
+
+    def run_once(defer, lrs):
+        block = [t.clone() for t in start]
+        f = lambda: (block[0] - target).square().sum() + block[1].sum()  # noqa: E731
+        zo = ZOSettings(mu=1e-3, law="gaussian", difference=difference, queries=2, dtype=torch.float64)
+        recs = zo_coefficients(block, f, zo, 8, f0=f(), defer_restore=defer)
+        if defer:
+            assert recs[-1].pending is not None and recs[0].pending is None
+        apply_zo_update(block, recs, lrs)
+        return block
+
+    for lrs in ([0.1, 0.05], [0.0, 0.0]):
+        a, b = run_once(True, lrs), run_once(False, lrs)
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-15)
+    for x, y in zip(run_once(True, [0.0, 0.0]), start):  # step size 0: back to the start up to rounding
+        assert (x - y).abs().max() <= 1e-15
+
+
+def test_restore_pending_undoes_a_deferred_perturbation():
+    block = [torch.ones(5, dtype=torch.float64)]
+    zo = ZOSettings(mu=0.1, law="sphere", dtype=torch.float64)
+    recs = zo_coefficients(block, lambda: block[0].sum(), zo, 1, defer_restore=True)
+    assert (block[0] - 1).abs().max() > 1e-3   # still perturbed
+    restore_pending(block, recs)
+    assert (block[0] - 1).abs().max() <= 1e-15

@@ -141,7 +141,9 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
                 return holder["loss"]
             backwards += 1
         had_f0 = f0 is not None
-        records = zo_coefficients(zo_params, oracle.loss, zo, step_seed, f0=f0, plus_loss=plus_loss)
+        # the last restore is fused with the update below (one pass over the parameters fewer)
+        records = zo_coefficients(zo_params, oracle.loss, zo, step_seed, f0=f0, plus_loss=plus_loss,
+                                  defer_restore=True)
         forwards += zo_forwards(zo, had_f0)
         if plus_loss is not None:
             fo_grads = holder["grads"]
