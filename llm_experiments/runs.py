@@ -21,55 +21,21 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from hybridtheory.io import atomic_folder, atomic_write_text
+from hybridtheory.io import atomic_write_json as _atomic_write_json
 
 from .config import TrainConfig, write_config
 from .errors import UserError
 
 
-# ---------------------------------------------------------------------- atomic writes
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
+# ---------------------------------------------------------------------- atomic writes (shared helpers)
 def atomic_write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-@contextmanager
-def atomic_folder(path: Path):
-    """Yield a temp folder beside ``path``; on success it replaces ``path`` (old one removed after)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
-        yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _atomic_write_json(path, data, sort_keys=True, default=str)
 
 
 class JsonlWriter:

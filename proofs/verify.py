@@ -44,17 +44,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from hybridtheory import bounds
 from hybridtheory.algorithm import EpochSampler, hybrid_step
+from hybridtheory.io import atomic_write_text
 from hybridtheory.assumptions import HGSConstants, phi
 from hybridtheory.objectives import make
 from hybridtheory.objectives.base import DTYPE, FiniteSumProblem
@@ -429,13 +428,6 @@ def table(rows: list[dict]) -> str:
         f"{r['max_ratio_lower_conf']:.4g} | {'yes' if r['passed'] else '**NO**'} |\n" for r in rows)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small grid (the test suite runs this)")
@@ -449,7 +441,7 @@ def main(argv=None) -> int:
     print(f"{sum(r['passed'] for r in rows)}/{len(rows)} rows pass; Z = {Z:g} standard errors; "
           f"{time.time() - t0:.0f}s; {'quick' if args.quick else 'full'} grid; seed {args.seed}")
     if args.json:
-        _write_atomic(args.json, json.dumps({"quick": args.quick, "seed": args.seed, "rows": rows}, indent=1))
+        atomic_write_text(args.json, json.dumps({"quick": args.quick, "seed": args.seed, "rows": rows}, indent=1))
     return 0 if all(r["passed"] for r in rows) else 1
 
 

@@ -132,13 +132,12 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
 
     records: list[ZORecord] = []
     if zo_params:
-        plus_loss = None
+        plus_loss, holder = None, {}
         if fo_params and fo_point == "perturbed":
-            holder = {}
-
-            def plus_loss():
+            def fo_pass_at_plus():  # the FO pass at x + mu u doubles as the ZO "+" forward
                 holder["loss"], holder["grads"] = oracle.loss_and_grad(fo_params)
                 return holder["loss"]
+            plus_loss = fo_pass_at_plus
             backwards += 1
         had_f0 = f0 is not None
         # the last restore is fused with the update below (one pass over the parameters fewer)
