@@ -16,8 +16,10 @@ def _git_revision() -> str | None:
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                              cwd=Path(__file__).resolve().parent)
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10,
-                               cwd=Path(__file__).resolve().parent)
+        # "dirty" = tracked source changed; the figure outputs themselves do not count
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                ":(top,exclude)figures", ":(top,exclude)benchmarks/results"],
+                               capture_output=True, text=True, timeout=10, cwd=Path(__file__).resolve().parent)
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if rev.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
