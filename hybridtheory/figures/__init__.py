@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,9 +82,11 @@ def load_or_compute(out: Path, fig: Figure, params: dict, recompute: bool = Fals
     path = cache_path(out, fig, params)
     if path.exists() and not recompute:
         return json.loads(path.read_text()), False
+    t0 = time.perf_counter()
     data = _jsonable(fig.compute(params))
-    write_json(path, {"params": params, "data": data})
-    return {"params": params, "data": data}, True
+    res = {"params": params, "data": data, "compute_seconds": round(time.perf_counter() - t0, 2)}
+    write_json(path, res)
+    return res, True
 
 
 def registry() -> dict[str, Figure]:
