@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -201,10 +201,6 @@ def run(problem: FiniteSumProblem, cfg: RunConfig, state: RunState | None = None
         bar.close()
     return Trajectory(np.asarray(rec_e), np.stack(rec_gx), np.stack(rec_gy), np.stack(rec_v),
                       state.stopped_at.numpy().copy(), cfg.to_dict(), state)
-
-
-def with_overrides(cfg: RunConfig, **kw) -> RunConfig:
-    return replace(cfg, **kw)
 
 
 def ergodic_weighted_average(traj: Trajectory, eta_x, eta_y, T: int) -> np.ndarray:

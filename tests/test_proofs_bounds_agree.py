@@ -165,6 +165,7 @@ def test_corollary2_schedule_agrees_and_delivers(p, default_mu):
     assert _close(sch.eta0, f[0](*a))
     A, B, T_req = f[1](*a), f[2](*a), f[3](*a)
     assert _close(sch.leading, A**2 / eps**4)
+    assert _close(T_req, A**2 / eps**4 + 2 * B / eps**2)  # proofs/04-corollaries.md: T >= A^2/eps^4 + 2B/eps^2
     assert sch.T >= T_req * (1 - REL) and sch.T >= sch.T0 * (1 - REL)
     # the conclusion of Corollary 2 at the returned horizon
     assert bounds.corollary2_bound(c, n, d, sch.eta0, rho, sch.mu0, sch.T, Delta, law) <= eps**2 * (1 + 1e-9)

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import bounds  # noqa: E402
-from ..measurement import displacement_variance, epoch_complexity, loglog_slope  # noqa: E402
+from ..measurement import displacement_variance, epoch_complexity  # noqa: E402
 from ..objectives import make  # noqa: E402
 from ..runner import METHODS, RunConfig, run  # noqa: E402
 from . import Figure, atomic_savefig, write_csv, write_json  # noqa: E402
@@ -282,4 +282,4 @@ FIGURES = {
     ]
 }
 
-__all__ = ["FIGURES", "loglog_slope", "write_json"]
+__all__ = ["FIGURES"]
