@@ -153,3 +153,14 @@ def test_restore_pending_undoes_a_deferred_perturbation():
     assert (block[0] - 1).abs().max() > 1e-3   # still perturbed
     restore_pending(block, recs)
     assert (block[0] - 1).abs().max() <= 1e-15
+
+
+def test_runs_never_touch_the_global_rng():
+    """Directions and orders come from their own generators: the global torch and numpy streams are untouched."""
+    import numpy as np
+    torch_state, np_state = torch.get_rng_state(), np.random.get_state()[1].copy()
+    problem = make("hyb")
+    run(problem, RunConfig(method="hybrid", eta_x=1e-3, eta_y=1e-3, mu=1e-2, epochs=3, replicates=2, law="gaussian"))
+    run(problem, RunConfig(method="hybrid-sgd", eta_x=1e-3, eta_y=1e-3, mu=1e-2, epochs=3, replicates=2))
+    assert torch.equal(torch_state, torch.get_rng_state())
+    assert np.array_equal(np_state, np.random.get_state()[1])

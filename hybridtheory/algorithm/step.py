@@ -61,7 +61,9 @@ class Oracle(Protocol):
 
     ``loss()`` evaluates at the current parameters with no autograd graph (ZO forwards; must be
     deterministic, e.g. dropout off). ``loss_and_grad(params)`` evaluates and returns the gradient
-    with respect to ``params`` (the FO pass).
+    with respect to ``params`` (the FO pass). An oracle whose loss costs extra work on top of the
+    gradient (closed-form problems) may also offer ``grad(params)``; the step then uses it when it
+    does not need the loss (central differences), and ``StepInfo.loss`` is None.
     """
 
     def loss(self) -> torch.Tensor: ...
@@ -125,9 +127,15 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
         def fo_update(p, g, lr):
             sgd_update(p, g, lr, zo.batch_dims)
 
+    def fo_pass(need_loss: bool):
+        if not need_loss and hasattr(oracle, "grad"):
+            return None, oracle.grad(fo_params)
+        return oracle.loss_and_grad(fo_params)
+
     f0, fo_grads, forwards, backwards = None, None, 0, 0
     if fo_params and (fo_point == "jacobi" or not zo_params):
-        f0, fo_grads = oracle.loss_and_grad(fo_params)        # FO pass at the unperturbed point
+        # FO pass at the unperturbed point; its loss is f(x) for the forward difference
+        f0, fo_grads = fo_pass(need_loss=bool(zo_params) and zo.difference == "forward")
         forwards, backwards = 1, 1
 
     records: list[ZORecord] = []
@@ -149,7 +157,7 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
         # Jacobi and perturbed: the FO gradient was taken before this update (simultaneous step)
         apply_zo_update(zo_params, records, zo_lrs)
         if fo_params and fo_point == "gauss_seidel":
-            f0, fo_grads = oracle.loss_and_grad(fo_params)    # at the updated x
+            f0, fo_grads = fo_pass(need_loss=False)          # at the updated x
             forwards, backwards = forwards + 1, backwards + 1
 
     if fo_params:
