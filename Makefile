@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONSTRAINTS ?= constraints.txt
+# torch is installed first; on a machine that already has a CUDA torch (>= 2.13) use `TORCH= CONSTRAINTS=`
+TORCH ?= torch==2.13.0
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
 .PHONY: setup setup-all figures figures-quick sweep test test-fast proofs bench clean
@@ -12,7 +14,7 @@ $(BIN)/python:
 
 # torch first (the constraints file pins it), then the package: pip then finds torch satisfied.
 $(VENV)/.core-installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
-	$(PIP) "torch==2.13.0"
+	$(if $(TORCH),$(PIP) "$(TORCH)")
 	$(PIP) -e .
 	touch $@
 
