@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,20 @@ def peft_config_for(kind: str, lora_r: int = 8, lora_alpha: int = 16, lora_dropo
     raise UserError(f"unknown PEFT kind {kind!r}; choose one of: lora, prefix, prompt, ia3")
 
 
+@contextmanager
+def seeded_global_init(seed: int):
+    """Run weight initialisation that draws from torch's global generator as a pure function of ``seed``.
+
+    transformers (``_init_weights``) and peft (adapter init) draw from torch's default generator and take
+    no generator argument. Inside this context the global RNG is a fork seeded with ``seed``; the caller's
+    state is restored on exit, so nothing else that uses the global RNG is coupled to it. This is the only
+    place the package seeds the default generator.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
+
+
 def attach_peft(model, kind: str, seed: int = 0, **options):
     """Wrap ``model`` with a fresh peft module of ``kind`` (adapter weights in fp32 for 16-bit models).
 
@@ -127,8 +142,7 @@ def attach_peft(model, kind: str, seed: int = 0, **options):
 
     config = peft_config_for(kind, **options)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(derive_seed(seed, 3))
+        with seeded_global_init(derive_seed(seed, 3)):
             return get_peft_model(model, config)
     except ValueError as exc:  # e.g. no default target modules known for this architecture
         first = (str(exc).strip().splitlines() or ["ValueError"])[0]

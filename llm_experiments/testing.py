@@ -139,6 +139,8 @@ def tiny_model(arch: str, tokenizer, seed: int = 0, **config_overrides: Any):
     import torch
     import transformers
 
+    from .models import seeded_global_init
+
     vocab = len(tokenizer)
     ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if arch == "opt":
@@ -167,8 +169,7 @@ def tiny_model(arch: str, tokenizer, seed: int = 0, **config_overrides: Any):
         if not hasattr(config, key):
             raise ValueError(f"{type(config).__name__} has no field {key!r}")
         setattr(config, key, value)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # inside the fork: the global RNG is restored on exit
+    with seeded_global_init(seed):  # transformers' init draws from the global RNG: fork it, seeded
         model = model_cls(config).to(torch.float32)
     model.eval()
     return model

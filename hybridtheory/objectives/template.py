@@ -43,7 +43,7 @@ class MyFamily(FiniteSumProblem):
         n, dx, dy: components and block sizes (state every parameter and its admissible range).
         Y: the slab |y_1| <= Y on which L_x is certified.
         seed: instance seed. Use ``np.random.default_rng(seed)`` or a ``torch.Generator``;
-            never the global RNG (no ``torch.manual_seed`` / ``np.random.seed``).
+            never the global RNG (do not seed the global torch or numpy generators).
 
     Initial point: document it (here x0 = 1, y0 = 0).
     """
