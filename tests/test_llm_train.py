@@ -28,15 +28,6 @@ from llm_experiments.trainer import LoopHooks, ModelOracle, PhaseClock, Trainer,
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two shared cores: torch's default 2 intra-op threads spin against each other (100x slower here).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return tiny_tokenizer()
