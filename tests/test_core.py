@@ -34,7 +34,7 @@ def test_with_replacement_repeats_indices():
     assert repeats > 190  # P(no repeat) = 20!/20^20 ~ 2e-8 per row
 
 
-@pytest.mark.parametrize("law", ["sphere", "gaussian"])
+@pytest.mark.parametrize("law", ["sphere", "gaussian", "rademacher"])
 def test_direction_regenerates_identically_and_sphere_is_unit(law):
     block = [torch.zeros(4, 3, 2), torch.zeros(4, 5)]
     d = Direction(123, law, batch_dims=1)
@@ -44,6 +44,8 @@ def test_direction_regenerates_identically_and_sphere_is_unit(law):
     if law == "sphere":
         norms = (u1[0].flatten(1).square().sum(1) + u1[1].square().sum(1)).sqrt()
         torch.testing.assert_close(norms, torch.ones(4))
+    if law == "rademacher":
+        assert all(set(u.unique().tolist()) == {-1.0, 1.0} for u in u1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -164,3 +166,50 @@ def test_runs_never_touch_the_global_rng():
     run(problem, RunConfig(method="hybrid-sgd", eta_x=1e-3, eta_y=1e-3, mu=1e-2, epochs=3, replicates=2))
     assert torch.equal(torch_state, torch.get_rng_state())
     assert np.array_equal(np_state, np.random.get_state()[1])
+
+
+def test_rademacher_moments():
+    """Mean 0 and covariance I within Monte Carlo margins (4,000 draws of a 6-vector)."""
+    draws = torch.stack([Direction(s, "rademacher").materialize([torch.zeros(6)])[0] for s in range(4000)])
+    assert draws.mean(0).abs().max() < 4 / 4000 ** 0.5
+    cov = draws.T @ draws / 4000
+    assert (cov - torch.eye(6)).abs().max() < 4 / 4000 ** 0.5
+
+
+@pytest.mark.parametrize("difference", ["central", "forward"])
+@pytest.mark.parametrize("law", ["gaussian", "sphere"])
+def test_zo_weight_decay_is_mezo_update(difference, law):
+    """theta <- theta - lr (g + wd theta) on masked tensors, as MeZO writes it (at the restored point)."""
+    g = torch.Generator().manual_seed(3)
+    block = [torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64)]
+    start = [t.clone() for t in block]
+    loss = lambda: sum((t.sin() * (i + 1)).sum() for i, t in enumerate(block))  # noqa: E731
+    group = ParamGroup("x", block, lr=0.05, oracle="zo", weight_decay=0.3, decay_mask=[True, False])
+    zo = ZOSettings(mu=1e-3, law=law, difference=difference, dtype=torch.float64)
+
+    class Oracle:
+        def loss(self):
+            return loss()
+
+    info = hybrid_step([group], Oracle(), zo, step_seed=11)
+    (record,) = info.records
+    u = record.direction.materialize(start)
+    s = record.direction.scale(start)
+    expected = [start[0] - 0.05 * (s * record.coeff * u[0] + 0.3 * start[0]), start[1] - 0.05 * s * record.coeff * u[1]]
+    for a, b in zip(block, expected):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-13)
+
+
+def test_fo_weight_decay_in_default_sgd():
+    p = [torch.tensor([1.0, -2.0], dtype=torch.float64)]
+
+    class Oracle:
+        def loss_and_grad(self, params):
+            return torch.tensor(0.0), [torch.tensor([0.5, 0.5], dtype=torch.float64)]
+
+        def loss(self):
+            return torch.tensor(0.0)
+
+    hybrid_step([ParamGroup("y", p, lr=0.1, oracle="fo", weight_decay=0.2)], Oracle(), ZOSettings(), step_seed=0)
+    torch.testing.assert_close(p[0], torch.tensor([1.0, -2.0], dtype=torch.float64) - 0.1 * (
+        torch.tensor([0.5, 0.5], dtype=torch.float64) + 0.2 * torch.tensor([1.0, -2.0], dtype=torch.float64)))

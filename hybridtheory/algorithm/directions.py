@@ -6,9 +6,11 @@ A direction :math:`u` for a *block* (a list of tensors) is a pure function of an
 regenerated tensor by tensor at any time (perturb, restore, update, gradient accumulation
 replay) without ever holding the whole direction in memory, which is what the LLM side needs.
 
-Two laws (THEORY.md A.4, B.4):
+Three laws (``proofs/02-estimators.md``):
 
 * ``"gaussian"``: :math:`u \sim N(0, I_d)`; the estimator is :math:`g = c\,u`.
+* ``"rademacher"``: i.i.d. signs :math:`u_i \in \{-1, +1\}` (:math:`E\,uu^\top = I_d`,
+  :math:`\|u\|^2 = d` exactly); the estimator is :math:`g = c\,u`. The cheapest law to draw.
 * ``"sphere"``: :math:`u \sim \mathrm{Unif}(S^{d-1})`; the estimator is :math:`g = d\,c\,u`.
   The block is normalised *jointly* over all its tensors (one unit vector in
   :math:`\mathbb{R}^d`, :math:`d` = total number of entries per replicate).
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-LAWS = ("sphere", "gaussian")
+LAWS = ("sphere", "gaussian", "rademacher")
 _MASK64 = (1 << 64) - 1
 
 
@@ -92,7 +94,7 @@ class Direction:
 
     Args:
         seed: the direction's seed (derive it from the run seed and step counters).
-        law: ``"sphere"`` or ``"gaussian"``.
+        law: ``"sphere"``, ``"gaussian"`` or ``"rademacher"``.
         batch_dims: number of leading replicate dimensions of every tensor of the block.
         dtype: dtype the draw is made in (float32 by default, so a bf16 model and an fp32
             model see the same direction up to rounding); it is cast when applied.
@@ -115,17 +117,20 @@ class Direction:
             return self.cache[k]
         gen = generator_for(t.device, derive_seed(self.seed, k))
         dtype = torch.float64 if t.dtype == torch.float64 else self.dtype
-        r = torch.randn(t.shape, generator=gen, device=t.device, dtype=dtype)
+        if self.law == "rademacher":
+            r = torch.randint(0, 2, t.shape, generator=gen, device=t.device).to(dtype).mul_(2).sub_(1)
+        else:
+            r = torch.randn(t.shape, generator=gen, device=t.device, dtype=dtype)
         if self.cache is not None:
             self.cache[k] = r
         return r
 
     def inverse_norm(self, block: Sequence[torch.Tensor]) -> torch.Tensor | None:
-        """Per-replicate 1/||raw draw|| for the sphere law (None for Gaussian).
+        """Per-replicate 1/||raw draw|| for the sphere law (None for Gaussian and Rademacher).
 
         Costs one extra regeneration pass; only the per-replicate scalars are kept.
         """
-        if self.law == "gaussian":
+        if self.law != "sphere":
             return None
         sq = None
         for k, t in enumerate(block):
@@ -156,23 +161,30 @@ class Direction:
         return [u for _, u in self.tensors(block)]
 
     def scale(self, block: Sequence[torch.Tensor]) -> float:
-        """Factor s with g = s * c * u: d for the sphere, 1 for the Gaussian."""
+        """Factor s with g = s * c * u: d for the sphere, 1 for the Gaussian and Rademacher laws."""
         return float(block_dim(block, self.batch_dims)) if self.law == "sphere" else 1.0
 
     @no_grad
     def add_to(self, block: Sequence[torch.Tensor],
                alpha: float | torch.Tensor | Sequence[float | torch.Tensor],
-               inv_norm: torch.Tensor | None = None) -> None:
-        """In place: ``block[k] <- block[k] + alpha_k * u_k``.
+               inv_norm: torch.Tensor | None = None,
+               scale_first: Sequence[float | torch.Tensor] | None = None) -> None:
+        """In place: ``block[k] <- scale_first[k] * block[k] + alpha_k * u_k``.
 
         ``alpha`` is one scalar for the whole block or a list with one entry per tensor (per-block
         step sizes inside one perturbation group); each entry is a float or a tensor of the batch
-        shape (per-replicate step sizes or coefficients).
+        shape (per-replicate step sizes or coefficients). ``scale_first`` (one entry per tensor,
+        default 1) multiplies the tensor in the same pass (weight decay).
         """
         alphas = list(alpha) if isinstance(alpha, (list, tuple)) else [alpha] * len(block)
         if len(alphas) != len(block):
             raise ValueError(f"got {len(alphas)} step factors for a block of {len(block)} tensors")
-        for (t, u), a in zip(self.tensors(block, inv_norm), alphas):
+        scales = [1.0] * len(block) if scale_first is None else list(scale_first)
+        for (t, u), a, m in zip(self.tensors(block, inv_norm), alphas, scales):
+            if isinstance(m, torch.Tensor):
+                t.mul_(_batch_view(m, t, self.batch_dims) if self.batch_dims else m.to(t.dtype))
+            elif m != 1.0:
+                t.mul_(m)
             if isinstance(a, torch.Tensor):
                 a = _batch_view(a, t, self.batch_dims) if self.batch_dims else a
                 if t.dtype == u.dtype:

@@ -8,7 +8,7 @@ For a block :math:`x` (any list of tensors), a loss oracle :math:`f` and a direc
     c = \frac{f(x+\mu u) - f(x)}{\mu} \quad\text{(forward)},
 
 and :math:`q` queries give :math:`g = \frac{s}{q}\sum_k c_k u_k` with :math:`s = d` (sphere) or
-:math:`s = 1` (Gaussian) (THEORY.md A.4, B.3). The block is perturbed in place and restored
+:math:`s = 1` (Gaussian, Rademacher) (``proofs/02-estimators.md``). The block is perturbed in place and restored
 (``+mu``, ``-2mu``, ``+mu``), and the direction is regenerated from its seed each time, so no
 copy of the block and no stored direction is ever needed: a ZO step costs forwards only.
 
@@ -34,7 +34,7 @@ class ZOSettings:
 
     Args:
         mu: smoothing radius (float, or a tensor of the batch shape: one per replicate).
-        law: direction law, ``"sphere"`` or ``"gaussian"`` (MeZO uses Gaussian).
+        law: direction law, ``"sphere"``, ``"gaussian"`` (MeZO) or ``"rademacher"``.
         difference: ``"central"`` (two extra forwards per query) or ``"forward"`` (one, reusing
             the loss at the unperturbed point when the caller already has it).
         queries: q >= 1 directions averaged per step.
@@ -139,26 +139,39 @@ def zo_forwards(settings: ZOSettings, have_f0: bool) -> int:
 
 @no_grad
 def apply_zo_update(block: Sequence[torch.Tensor], records: Sequence[ZORecord],
-                    lrs: Sequence[float | torch.Tensor]) -> None:
-    r"""In place: ``block[k] -= lrs[k] * g_k`` with :math:`g = \frac{s}{q}\sum_r c_r u_r`.
+                    lrs: Sequence[float | torch.Tensor],
+                    decays: Sequence[float | torch.Tensor] | None = None) -> None:
+    r"""In place: ``block[k] <- block[k] - lrs[k] * (g_k + wd_k block[k])`` with
+    :math:`g = \frac{s}{q}\sum_r c_r u_r`.
 
     ``lrs`` has one step size per tensor (float or per-replicate tensor), so one perturbation
-    group may hold several blocks with their own step sizes (ZO-RR on (x, y)).
+    group may hold several blocks with their own step sizes (ZO-RR on (x, y)). ``decays`` holds
+    ``lr_k * wd_k`` per tensor (0 where a tensor is not decayed; None: no decay): MeZO's ZO weight
+    decay, taken at the restored point, :math:`x \leftarrow (1 - \eta\,wd)\,x - \eta\,g`.
     """
     if not records:
         return
     q = len(records)
     scale = records[0].direction.scale(block)
-    for r in records:
+    # the record still holding its perturbation goes first: the decay is applied in its pass, where the
+    # pending offset is scaled along with the weights and removed exactly
+    ordered = sorted(records, key=lambda r: r.pending is None)
+    for i, r in enumerate(ordered):
         # step factors in float64: the fused "restore + update" must undo mu exactly (a float32 mu
         # would leave a restore error of ~1e-11 relative even with a step size of 0)
         coeff = r.coeff if r.coeff.device.type == "mps" else r.coeff.to(torch.float64)
         factor = -(scale / q) * coeff
-        if r.pending is None:
+        pending = 0.0 if r.pending is None else r.pending
+        if i == 0 and decays is not None:
+            keep = [1 - a for a in decays]
+            # (1 - a) (x + o u) - (1 - a) o u - lr g = (1 - a) x - lr g
+            r.direction.add_to(block, [lr * factor - k * pending for lr, k in zip(lrs, keep)], r.inv_norm,
+                               scale_first=keep)
+        elif r.pending is None:
             r.direction.add_to(block, [lr * factor for lr in lrs], r.inv_norm)
         else:  # restore (remove the pending offset) and update in one pass
             r.direction.add_to(block, [lr * factor - r.pending for lr in lrs], r.inv_norm)
-            r.pending = None
+        r.pending = None
 
 
 @no_grad

@@ -39,13 +39,19 @@ ORACLES = ("zo", "fo")
 class ParamGroup:
     """A block of parameters with its step size and oracle kind.
 
-    ``lr`` is a float or a tensor of the replicate batch shape (sweeps over step sizes).
+    ``lr`` is a float or a tensor of the replicate batch shape (sweeps over step sizes). The caller may
+    change ``lr`` between steps (schedules). ``weight_decay`` adds ``wd * p`` to the block's gradient
+    (estimate), ``p <- p - lr (g + wd p)``, on the tensors where ``decay_mask`` is true (default: all);
+    MeZO's ZO weight decay, and coupled L2 for the default SGD update of an FO block. A custom
+    ``fo_update`` (e.g. AdamW) handles its own decay and ignores these fields.
     """
 
     name: str
     params: list[torch.Tensor]
     lr: float | torch.Tensor
     oracle: str = "fo"
+    weight_decay: float = 0.0
+    decay_mask: list[bool] | None = None
 
     def __post_init__(self) -> None:
         if self.oracle not in ORACLES:
@@ -54,6 +60,16 @@ class ParamGroup:
         bad = bool((lr < 0).any()) if isinstance(lr, torch.Tensor) else not lr >= 0
         if bad:
             raise ValueError(f"group {self.name!r}: step size must be >= 0, got {lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"group {self.name!r}: weight decay must be >= 0, got {self.weight_decay}")
+        if self.decay_mask is not None and len(self.decay_mask) != len(self.params):
+            raise ValueError(f"group {self.name!r}: decay_mask has {len(self.decay_mask)} entries for "
+                             f"{len(self.params)} tensors")
+
+    def decays(self) -> list[float | torch.Tensor]:
+        """``lr * wd`` per tensor (0 where the mask excludes it)."""
+        mask = self.decay_mask if self.decay_mask is not None else [True] * len(self.params)
+        return [self.lr * self.weight_decay if m else 0.0 for m in mask]
 
 
 class Oracle(Protocol):
@@ -86,9 +102,15 @@ FOUpdate = Callable[[list[torch.Tensor], list[torch.Tensor], list[float | torch.
 
 @no_grad
 def sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[float | torch.Tensor],
-               batch_dims: int = 0) -> None:
-    """In place: p <- p - lr * g, with per-replicate lr allowed."""
-    for p, g, lr in zip(params, grads, lrs):
+               batch_dims: int = 0, decays: list[float | torch.Tensor] | None = None) -> None:
+    """In place: p <- p - lr * g, with per-replicate lr allowed; ``decays`` (``lr * wd`` per tensor) first
+    scales p by ``1 - lr * wd`` (coupled weight decay, p <- p - lr (g + wd p))."""
+    for i, (p, g, lr) in enumerate(zip(params, grads, lrs)):
+        a = 0.0 if decays is None else decays[i]
+        if isinstance(a, torch.Tensor):
+            p.mul_((1 - a).reshape(a.shape + (1,) * (p.dim() - batch_dims)) if batch_dims else 1 - a)
+        elif a != 0.0:
+            p.mul_(1 - a)
         if isinstance(lr, torch.Tensor) and batch_dims:
             lr = lr.reshape(lr.shape + (1,) * (p.dim() - batch_dims))
             p.sub_((g * lr).to(p.dtype))
@@ -98,13 +120,16 @@ def sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor], lrs: list[
             p.sub_(g.to(p.dtype), alpha=lr)
 
 
-def _flatten(groups: Sequence[ParamGroup], oracle: str) -> tuple[list[torch.Tensor], list]:
-    params, lrs = [], []
+def _flatten(groups: Sequence[ParamGroup], oracle: str) -> tuple[list[torch.Tensor], list, list | None]:
+    """Tensors, step sizes and decays (None when no group of this oracle decays) of one oracle's groups."""
+    params, lrs, decays = [], [], []
     for g in groups:
         if g.oracle == oracle:
             params.extend(g.params)
             lrs.extend([g.lr] * len(g.params))
-    return params, lrs
+            decays.extend(g.decays())
+    any_decay = any(g.weight_decay > 0 for g in groups if g.oracle == oracle)
+    return params, lrs, (decays if any_decay else None)
 
 
 def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, step_seed: int,
@@ -121,11 +146,11 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
     """
     if fo_point not in FO_POINTS:
         raise ValueError(f"unknown fo_point {fo_point!r}; expected one of {FO_POINTS}")
-    zo_params, zo_lrs = _flatten(groups, "zo")
-    fo_params, fo_lrs = _flatten(groups, "fo")
+    zo_params, zo_lrs, zo_decays = _flatten(groups, "zo")
+    fo_params, fo_lrs, fo_decays = _flatten(groups, "fo")
     if fo_update is None:
         def fo_update(p, g, lr):
-            sgd_update(p, g, lr, zo.batch_dims)
+            sgd_update(p, g, lr, zo.batch_dims, fo_decays)
 
     def fo_pass(need_loss: bool):
         if not need_loss and hasattr(oracle, "grad"):
@@ -155,7 +180,7 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
         if plus_loss is not None:
             fo_grads = holder["grads"]
         # Jacobi and perturbed: the FO gradient was taken before this update (simultaneous step)
-        apply_zo_update(zo_params, records, zo_lrs)
+        apply_zo_update(zo_params, records, zo_lrs, zo_decays)
         if fo_params and fo_point == "gauss_seidel":
             f0, fo_grads = fo_pass(need_loss=False)          # at the updated x
             forwards, backwards = forwards + 1, backwards + 1
