@@ -147,15 +147,16 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     """
     from tqdm.auto import tqdm
 
-    from .data import collate as collate_batch
-    from .data import encode_for_training, load_splits
+    from .data import check_candidates, collate_candidates, encode_for_training, load_splits
     from .evaluation import evaluate
     from .models import attach_peft, load_model_and_tokenizer, split_parameters
-    from .tasks import get_task
+    from .scoring import objective_loss_fn
+    from .tasks import get_task, resolve_objective
     from .trainer import LoopHooks, Trainer, train_loop
 
     cfg.validate()
-    spec = get_task(cfg.task)
+    spec = get_task(cfg.task, cfg.winogrande_scoring)
+    objective = resolve_objective(spec, cfg.objective)
     device = resolve_device(cfg.device)
     run_dir = Path(cfg.output_dir)
     if not resume and (run_dir / "results.json").exists():
@@ -164,6 +165,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     if splits is None:
         splits = load_splits(spec, source=cfg.data, n_train=cfg.n_train, n_dev=cfg.n_dev, n_eval=cfg.n_eval,
                              seed=cfg.data_seed)
+    # start-up check: every candidate of every example has >= 1 token and candidates differ (one line if not)
+    for examples in (splits.train, splits.dev, splits.eval):
+        check_candidates(spec, tokenizer, examples, cfg.max_length)
     run_dir.mkdir(parents=True, exist_ok=True)  # only once model and data loaded: bad input leaves no folder
     write_config(cfg, run_dir / "config.json")
     if cfg.uses_peft:
@@ -172,21 +176,21 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
                             num_virtual_tokens=cfg.num_virtual_tokens)
     model.to(device)
     split = split_parameters(model)
-    encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length)
+    encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length, objective)
     if not encoded:
         raise UserError(f"task {cfg.task}: no training examples after encoding")
     pad_id = tokenizer.pad_token_id
 
     def collate(chunk):
-        return collate_batch(chunk, pad_id)
+        return collate_candidates(chunk, pad_id)
 
-    trainer = Trainer(model, split, cfg, len(encoded), device)
+    trainer = Trainer(model, split, cfg, len(encoded), device, loss_fn=objective_loss_fn(objective))
     if resume and (run_dir / "last_state").is_dir():
         trainer.load_state(run_dir / "last_state")
 
     def run_eval(examples):
         model.eval()
-        return evaluate(model, tokenizer, spec, examples, batch_size=cfg.eval_batch_size)
+        return evaluate(model, tokenizer, spec, examples, batch_size=cfg.eval_batch_size, max_length=cfg.max_length)
 
     best = {"accuracy": -1.0, "step": None}
     if resume and (run_dir / "results_partial.json").exists():
@@ -212,7 +216,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
                 "environment": environment(device), "n_train": len(splits.train), "n_dev": len(splits.dev),
                 "n_eval": len(splits.eval), "params": {"base": split.numel("base"), "adapter": split.numel("adapter")},
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
-                "base_master": trainer.master_dtype, "dtype": cfg.dtype}
+                "base_master": trainer.master_dtype, "dtype": cfg.dtype, "objective": objective,
+                "scoring": spec.scoring}
     atomic_write_json(run_dir / "run.json", run_info)
     if trainer.state.step == 0:
         dev_eval(trainer)  # step-0 (zero-shot) dev accuracy: the starting point of every curve

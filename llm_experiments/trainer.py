@@ -164,8 +164,11 @@ class TrainState:
 class Trainer:
     """Holds the model, the parameter groups, the FO optimizer, the sampler and the :class:`TrainState`."""
 
-    def __init__(self, model, split: ParamSplit, cfg: TrainConfig, n_train: int, device: torch.device):
-        self.model, self.cfg, self.device = model, cfg, device
+    def __init__(self, model, split: ParamSplit, cfg: TrainConfig, n_train: int, device: torch.device,
+                 loss_fn=None):
+        # loss_fn(model, micro_batch) -> loss: the task objective (llm_experiments.scoring); None: the model's
+        # own causal-LM loss on ``labels`` (benchmarks on synthetic token batches)
+        self.model, self.cfg, self.device, self.loss_fn = model, cfg, device, loss_fn
         self.state = TrainState()
         self.clock = PhaseClock(device)
         self.peak_mem_mb: dict[str, float] = {}  # CUDA only: max over steps, per phase and "step"
@@ -237,7 +240,8 @@ class Trainer:
 
     def step(self, micro_batches: list[dict]) -> dict:
         """One hybrid step on a minibatch; returns the metrics of this step."""
-        oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, self.sync_master, self.clock)
+        oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, self.sync_master, self.clock,
+                             loss_fn=self.loss_fn and (lambda m, batch: _wide(self.loss_fn(m, batch))))
         self.clock.start()
         start = time.perf_counter()
         info = hybrid_step(self.groups, oracle, self.zo, derive_seed(self.cfg.seed, self.state.step),
