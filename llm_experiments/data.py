@@ -429,11 +429,15 @@ def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> 
 @dataclass(frozen=True)
 class EncodedCandidates:
     """Token ids of one example's candidates: candidate ``k`` is ``contexts[k] + continuations[k]``, and the
-    score covers ``continuations[k]`` only. ``label`` is the gold index (``None`` if unlabelled)."""
+    score covers ``continuations[k]`` only. ``label`` is the gold index (``None`` if unlabelled).
+    ``loss_units`` is what the example counts in its micro-batch's loss mean: 1 for ``classification`` (a mean
+    over examples), its gold tokens for ``lm`` (a mean over tokens); data-parallel ranks weight their
+    micro-batch losses by it (``distributed.local_chunks``)."""
 
     contexts: tuple[tuple[int, ...], ...]
     continuations: tuple[tuple[int, ...], ...]
     label: int | None
+    loss_units: int = 1
 
     @property
     def shares_context(self) -> bool:
@@ -501,7 +505,7 @@ def encode_for_training(examples: Sequence[dict], tokenizer, spec: TaskSpec, max
         enc = encode_candidates(candidates, tokenizer, max_length, spec)
         if objective == "lm":
             k = enc.label
-            enc = EncodedCandidates((enc.contexts[k],), (enc.continuations[k],), 0)
+            enc = EncodedCandidates((enc.contexts[k],), (enc.continuations[k],), 0, len(enc.continuations[k]))
         encoded.append(enc)
     return encoded
 
