@@ -38,7 +38,8 @@ def _head_on_rows(model, rows: torch.Tensor, positions: torch.Tensor, width: int
     def pick(module, args):
         hidden = args[0]
         offset = hidden.shape[-2] - width
-        return (hidden[rows, positions + offset].unsqueeze(0),) + tuple(args[1:])
+        at = hidden.device  # with a device map the head may sit on another device than the inputs
+        return (hidden[rows.to(at), positions.to(at) + offset].unsqueeze(0),) + tuple(args[1:])
 
     handle = head.register_forward_pre_hook(pick)
     try:
@@ -63,9 +64,11 @@ def candidate_logprobs(model, batch: dict, logits_where_scored: bool = True) -> 
         logits = logits.reshape(-1, logits.shape[-1])
     else:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        logits = logits[:, -width:, :][rows, positions]  # prompt tuning: the real tokens are the last `width`
+        # prompt tuning: the real tokens are the last `width`
+        logits = logits[:, -width:, :][rows.to(logits.device), positions.to(logits.device)]
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # log-softmax of 16-bit logits in fp32 (a float64 model keeps float64)
+    tokens, owner = tokens.to(logits.device), owner.to(logits.device)
     token_logprobs = logits.log_softmax(dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
     n_candidates = int(batch["num_candidates"].sum())
     sums = torch.zeros(n_candidates, dtype=token_logprobs.dtype, device=token_logprobs.device)
@@ -82,14 +85,14 @@ def classification_loss(model, batch: dict) -> torch.Tensor:
     if bool((per_example != per_example[0]).any()):
         raise ValueError("classification loss needs the same number of candidates in every example of a batch")
     means = (sums / counts).view(len(per_example), int(per_example[0]))
-    return torch.nn.functional.cross_entropy(means, batch["labels"])
+    return torch.nn.functional.cross_entropy(means, batch["labels"].to(means.device))
 
 
 def lm_loss(model, batch: dict) -> torch.Tensor:
     """Token-mean negative log-likelihood of each example's gold candidate (over the whole micro-batch)."""
     sums, counts = candidate_logprobs(model, batch)
     starts = torch.cumsum(batch["num_candidates"], 0) - batch["num_candidates"]
-    gold = starts + batch["labels"]
+    gold = (starts + batch["labels"]).to(sums.device)
     return -sums[gold].sum() / counts[gold].sum()
 
 
