@@ -60,10 +60,12 @@ class RunFolder:
         if self.mode == "fresh":  # only temporaries of a run killed before its config was written
             for stale in self.path.iterdir():
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-        if self.mode == "resume":
-            recover_folder(self.path / CHECKPOINT)
-            recover_folder(self.path / "model")
-            remove_stale_temporaries(self.path)
+
+    def recover(self) -> None:
+        """Undo what a crash cut short (resume only): put back a half-swapped folder, remove temporaries."""
+        recover_folder(self.path / CHECKPOINT)
+        recover_folder(self.path / "model")
+        remove_stale_temporaries(self.path)
 
 
 def _writable_ancestor(path: Path) -> Path:

@@ -42,6 +42,18 @@ def atomic_write_json(path: Path, data) -> None:
     _atomic_write_json(path, data, sort_keys=True, default=str)
 
 
+class NullLog:
+    """What ranks other than 0 write to: nothing (rank 0 alone writes the run folder)."""
+
+    length = 0
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_jsonl(path: Path) -> list[dict]:
     rows = []
     if not Path(path).exists():
@@ -144,6 +156,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
 
     from .data import collate as collate_batch
     from .data import encode_for_training, load_splits
+    from .distributed import init_world
     from .evaluation import evaluate
     from .models import attach_peft, load_model_and_tokenizer, split_parameters
     from .tasks import get_task
@@ -153,7 +166,10 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     folder = open_run_folder(cfg, resume, overwrite)   # refusals happen here, before anything is loaded
     run_dir = folder.path
     spec = get_task(cfg.task)
-    device = resolve_device(cfg.device)
+    # torchrun / accelerate launch: one process per rank, each on its own device; rank 0 alone writes RUN/
+    world = init_world(resolve_device(cfg.device), cfg.dist_timeout_s)
+    device, main = world.device, world.is_main
+    world.barrier()  # every rank has applied the rule before rank 0 writes anything
     model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code)
     if splits is None:
         splits = load_splits(spec, source=cfg.data, n_train=cfg.n_train, n_dev=cfg.n_dev, n_eval=cfg.n_eval,
@@ -175,15 +191,21 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     def collate(chunk):
         return collate_batch(chunk, pad_id)
 
-    trainer = Trainer(model, split, cfg, len(encoded), device)
+    trainer = Trainer(model, split, cfg, len(encoded), device, world)
+    if folder.mode == "resume" and main:
+        folder.recover()  # a checkpoint swap cut short is put back, temporaries go
+    world.barrier()
     progress = read_checkpoint(run_dir) if folder.mode == "resume" else None
     if progress is not None:
-        trainer.load_state(run_dir / CHECKPOINT / "state")
-    # every check passed: from here on the folder is written
-    folder.begin()
-    write_config(cfg, run_dir / "config.json")
-    if folder.changed:
-        print(f"resume: fields changed that do not change the run: {', '.join(folder.changed)}", file=sys.stderr)
+        trainer.load_state(run_dir / CHECKPOINT / "state")  # every rank reads the state rank 0 wrote
+    world.check_same(trainer.fingerprint(), "the starting parameters' checksum")
+    # every check passed: from here on the folder is written (by rank 0)
+    if main:
+        folder.begin()
+        write_config(cfg, run_dir / "config.json")
+        if folder.changed:
+            print(f"resume: fields changed that do not change the run: {', '.join(folder.changed)}",
+                  file=sys.stderr)
 
     def run_eval(examples):
         model.eval()
@@ -193,13 +215,17 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     best = dict(progress["best"]) if progress else {"accuracy": -1.0, "step": None}
     phase = progress["phase"] if progress else "training"
     offsets = progress["logs"] if progress else {}
-    evals = JsonlLog(run_dir / "evals.jsonl", truncate_to=offsets.get("evals.jsonl", 0))
-    metrics = JsonlLog(run_dir / "metrics.jsonl", truncate_to=offsets.get("metrics.jsonl", 0))
+    if main:
+        evals = JsonlLog(run_dir / "evals.jsonl", truncate_to=offsets.get("evals.jsonl", 0))
+        metrics = JsonlLog(run_dir / "metrics.jsonl", truncate_to=offsets.get("metrics.jsonl", 0))
+    else:
+        evals, metrics = NullLog(), NullLog()
 
     def checkpoint(tr, new_best: bool) -> None:
-        write_checkpoint(run_dir, tr, {"phase": phase, "step": tr.state.step, "best": best,
-                                       "logs": {"metrics.jsonl": metrics.length, "evals.jsonl": evals.length}},
-                         new_best=new_best, keep_best=keep_best)
+        if main:
+            write_checkpoint(run_dir, tr, {"phase": phase, "step": tr.state.step, "best": best,
+                                           "logs": {"metrics.jsonl": metrics.length, "evals.jsonl": evals.length}},
+                             new_best=new_best, keep_best=keep_best)
 
     def dev_eval(tr) -> None:
         """Evaluate on dev (a finite state only), update the selection, write the checkpoint."""
@@ -220,11 +246,13 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
                 "environment": environment(device), "n_train": len(splits.train), "n_dev": len(splits.dev),
                 "n_eval": len(splits.eval), "params": {"base": split.numel("base"), "adapter": split.numel("adapter")},
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
-                "base_master": trainer.master_dtype, "dtype": cfg.dtype}
+                "base_master": trainer.master_dtype, "dtype": cfg.dtype,
+                "world": {"size": world.size, "backend": world.backend}}
     if folder.mode == "resume":
         run_info["resumed_at_step"] = trainer.state.step
         run_info["resume_changed_fields"] = folder.changed
-    atomic_write_json(run_dir / "run.json", run_info)
+    if main:
+        atomic_write_json(run_dir / "run.json", run_info)
     diverged = None
     try:
         if progress is None:
@@ -232,7 +260,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
         if phase == "training":
             # progress=False forces bars off; otherwise tqdm's defaults apply (TQDM_DISABLE=1 turns them off)
             bar = tqdm(total=cfg.steps, initial=trainer.state.step, desc=f"{cfg.method} {cfg.task}",
-                       **({} if cfg.progress else {"disable": True}))
+                       **({} if cfg.progress and main else {"disable": True}))
             try:
                 train_loop(trainer, encoded, collate, LoopHooks(log=metrics.write, evaluate=dev_eval, progress=bar))
             finally:
@@ -246,6 +274,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     except Diverged as exc:
         diverged = {"step": exc.step, "reason": exc.what}
         metrics.write({"step": exc.step, "diverged": exc.what})
+    world.barrier()  # rank 0 has finished writing the checkpoint the others may read below
     if diverged is not None:  # back to the last finite checkpoint; its selection state decides
         saved = read_checkpoint(run_dir)
         if saved is None:
@@ -270,6 +299,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
         results["diverged"] = diverged
     evals.close()
     metrics.close()
+    if not main:
+        return results
     results["saved_model"] = save_model(model, tokenizer, cfg, run_dir / "model")
     run_info["status"] = results["status"]
     run_info["finished"] = _now()
