@@ -158,7 +158,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     from .data import encode_for_training, load_splits
     from .distributed import init_world
     from .evaluation import evaluate
-    from .models import attach_peft, load_model_and_tokenizer, split_parameters
+    from .models import attach_peft, checkpoint_layers, input_device, load_model_and_tokenizer, split_parameters
     from .tasks import get_task
     from .trainer import Diverged, LoopHooks, Trainer, train_loop
 
@@ -170,7 +170,11 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     world = init_world(resolve_device(cfg.device), cfg.dist_timeout_s)
     device, main = world.device, world.is_main
     world.barrier()  # every rank has applied the rule before rank 0 writes anything
-    model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code)
+    if cfg.device_map != "none" and world.distributed:
+        raise UserError("device_map=auto splits one model over this node's GPUs; it cannot be combined with several "
+                        "ranks (torchrun / accelerate launch): use one or the other")
+    model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code,
+                                                device_map=None if cfg.device_map == "none" else cfg.device_map)
     if splits is None:
         splits = load_splits(spec, source=cfg.data, n_train=cfg.n_train, n_dev=cfg.n_dev, n_eval=cfg.n_eval,
                              seed=cfg.data_seed)
@@ -181,7 +185,12 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
                                 num_virtual_tokens=cfg.num_virtual_tokens)
         except ValueError as exc:  # peft's message names the missing modules
             raise UserError(f"cannot attach {cfg.peft}: {str(exc).splitlines()[0]}") from None
-    model.to(device)
+    if cfg.device_map == "none":
+        model.to(device)
+    else:  # layers stay where accelerate placed them; inputs go to the first one
+        device = input_device(model)
+    if cfg.gradient_checkpointing:
+        checkpoint_layers(model)
     split = split_parameters(model)
     encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length)
     if not encoded:
@@ -247,7 +256,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
                 "n_eval": len(splits.eval), "params": {"base": split.numel("base"), "adapter": split.numel("adapter")},
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
                 "base_master": trainer.master_dtype, "dtype": cfg.dtype,
-                "world": {"size": world.size, "backend": world.backend}}
+                "world": {"size": world.size, "backend": world.backend},
+                "param_devices": sorted({str(p.device) for p in model.parameters()})}
     if folder.mode == "resume":
         run_info["resumed_at_step"] = trainer.state.step
         run_info["resume_changed_fields"] = folder.changed
