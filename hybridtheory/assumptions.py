@@ -41,6 +41,9 @@ class HGSConstants:
         region: where the constants hold (``"global"`` or a description of a region).
         form: ``"hessian"`` or ``"first_order"`` (see module docstring).
         source: where the constants come from (THEORY.md section, proof file).
+        varsigma_x_sq, varsigma_y_sq: bounds on the gradient heterogeneity per block,
+            ``(1/n) sum_i ||grad_b f_i(z) - grad_b F(z)||^2 <= varsigma_b^2`` for all z (Theorem 2,
+            ``proofs/07-theorem2.md``); ``None``: not certified.
     """
 
     L_x: float
@@ -53,9 +56,11 @@ class HGSConstants:
     region: str = "global"
     form: str = "hessian"
     source: str = ""
+    varsigma_x_sq: float | None = None
+    varsigma_y_sq: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("L_x", "L_c", "L0", "L1", "G_x", "G_y"):
+        for name in ("L_x", "L_c", "L0", "L1", "G_x", "G_y", "varsigma_x_sq", "varsigma_y_sq"):
             v = getattr(self, name)
             if v is not None and not (v >= 0 and math.isfinite(v)):
                 raise ValueError(f"HGS constant {name} must be finite and >= 0, got {v}")
@@ -82,6 +87,10 @@ class HGSConstants:
     @property
     def bounded_gradients(self) -> bool:
         return self.G_x is not None and self.G_y is not None
+
+    @property
+    def bounded_heterogeneity(self) -> bool:
+        return self.varsigma_x_sq is not None and self.varsigma_y_sq is not None
 
     def to_dict(self) -> dict:
         return asdict(self)

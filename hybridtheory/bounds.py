@@ -274,3 +274,223 @@ def corollary2_schedule(c: HGSConstants, n: int, dx: int, eps: float, delta: flo
     T0 = max((8 * c.L_hat_x * eta0) ** 2, (4 * rho * c.L_hat_y * eta0) ** 2)
     T = math.ceil(max(T0, A**2 / eps**4 + 2 * B / eps**2))
     return AnytimeSchedule(eps=eps, eta0=eta0, mu0=mu0, T=T, T0=T0, leading=A**2 / eps**4, sigma0_sq=s0)
+
+
+# -- Theorem 2: heterogeneity instead of bounded gradients (proofs/07-theorem2.md) ------------------
+#
+# Assumptions: (A1); block smoothness of every f_i with (L_x, L_c, L_y) (under HGS + a y-gradient bound
+# this is Lemma 1(ii)'s L_y = L0 + L1 G_y); bounded heterogeneity per block,
+#   (1/n) sum_i ||grad_b f_i(z) - grad_b F(z)||^2 <= varsigma_b^2   for all z, b in {x, y};
+# no gradient bound. Lemma 2 is used in its pointwise form E||g||^2 <= kappa ||grad||^2 + r_mu, with the
+# 1/q variance of q averaged queries.
+
+THEOREM2_LAWS = ("sphere", "gaussian", "rademacher")
+# the constant factors of Theorem 2's proof (07-theorem2.md, Step 2); the mutation check scales them
+T2_DESCENT = 5       # the caps leave -(1/5) n eta ||grad||^2 of descent per epoch
+T2_GAMMA = 6 / 5     # inverse of the drift system's determinant bound (>= 5/6 under the caps)
+T2_CAP_X = 16        # eta_x <= 1/(16 n Lhat_x)
+T2_CAP_Q = 64        # eta_x <= q/(64 kappa Lhat_x)  (the extra cap: c/(d_x L_x) with c = q/128 for the sphere)
+T2_CAP_Y = 8         # eta_y <= 1/(8 n Lhat_y)
+
+
+def zo_moments(dx: int, mu: float, L_x: float, law: str = "sphere") -> tuple[float, float, float]:
+    r"""Lemma 2 in pointwise form for one query: ``(kappa, r_mu, beta)`` with
+    :math:`\mathbb E\|g\|^2 \le \kappa\|\nabla\phi(x)\|^2 + r_\mu` and :math:`\|\mathbb E g - \nabla\phi(x)\|\le\beta`
+    for an :math:`L_x`-smooth :math:`\phi` (no convexity; central or forward difference).
+
+    sphere: (2d, d^2 L^2 mu^2/2, L mu); Gaussian: (2(d+2), mu^2 L^2 d(d+2)(d+4)/2, L mu sqrt d);
+    Rademacher: (2d, d^3 L^2 mu^2/2, L mu d/2) (``proofs/02-estimators.md``, Lemma 2R)."""
+    _positive("mu", mu)
+    if int(dx) != dx or dx < 1:
+        raise BoundError(f"dx must be an integer >= 1, got {dx!r}")
+    d, L = dx, L_x
+    if law == "sphere":
+        return 2.0 * d, d**2 * L**2 * mu**2 / 2, L * mu
+    if law == "gaussian":
+        return 2.0 * (d + 2), mu**2 * L**2 / 2 * d * (d + 2) * (d + 4), L * mu * math.sqrt(d)
+    if law == "rademacher":
+        return 2.0 * d, d**3 * L**2 * mu**2 / 2, L * mu * d / 2
+    raise BoundError(f"direction law must be one of {THEOREM2_LAWS}, got {law!r}")
+
+
+def _check2(c: HGSConstants, n: int, dx: int, law: str, q: int, varsigma_x_sq: float,
+            varsigma_y_sq: float) -> None:
+    if not isinstance(c, HGSConstants):
+        raise BoundError(f"constants must be an HGSConstants, got {type(c).__name__}")
+    if int(n) != n or n < 1:
+        raise BoundError(f"n must be an integer >= 1, got {n!r}")
+    if int(dx) != dx or dx < 1:
+        raise BoundError(f"dx must be an integer >= 1, got {dx!r}")
+    if int(q) != q or q < 1:
+        raise BoundError(f"q (queries per step) must be an integer >= 1, got {q!r}")
+    if law not in THEOREM2_LAWS:
+        raise BoundError(f"direction law must be one of {THEOREM2_LAWS}, got {law!r}")
+    _positive("varsigma_x_sq", varsigma_x_sq, strict=False)
+    _positive("varsigma_y_sq", varsigma_y_sq, strict=False)
+    try:
+        c.L_y
+    except ValueError as e:
+        raise BoundError(f"Theorem 2 needs a global y-smoothness constant L_y: {e}") from None
+
+
+def theorem2_caps(c: HGSConstants, n: int, dx: int, q: int = 1, law: str = "sphere", B_x: float = 0.0,
+                  B_y: float = 0.0) -> tuple[float, float]:
+    r"""Theorem 2's caps :math:`\eta_x\le\min\{1/(16n\hat L_x),\ q/(64\kappa\hat L_x)\}/(1+B_x)`,
+    :math:`\eta_y\le1/(8n\hat L_y(1+B_y))` (:math:`\kappa = 2d_x` for sphere and Rademacher, :math:`2(d_x+2)` Gaussian;
+    the second x-cap is the extra cap :math:`c/(d_x\hat L_x)` that absorbs the multiplicative ZO noise).
+    ``B_x``, ``B_y``: the multiplicative part of relaxed heterogeneity
+    :math:`\frac1n\sum_i\|\nabla_bf_i - \nabla_bF\|^2\le B_b\|\nabla_bF\|^2 + \varsigma_b^2` (0: plain bound).
+    ``inf`` where a constant is 0."""
+    _check2(c, n, dx, law, q, 0.0, 0.0)
+    _positive("B_x", B_x, strict=False)
+    _positive("B_y", B_y, strict=False)
+    kappa = zo_moments(dx, 1.0, c.L_x, law)[0]
+    cx = math.inf if c.L_hat_x == 0 else \
+        min(1 / (T2_CAP_X * n * c.L_hat_x), q / (T2_CAP_Q * kappa * c.L_hat_x)) / (1 + B_x)
+    cy = math.inf if c.L_hat_y == 0 else 1 / (T2_CAP_Y * n * c.L_hat_y * (1 + B_y))
+    return cx, cy
+
+
+def theorem2_epoch_error(c: HGSConstants, n: int, dx: int, eta_x: float, eta_y: float, mu: float,
+                         varsigma_x_sq: float, varsigma_y_sq: float, q: int = 1, law: str = "sphere",
+                         enforce_caps: bool = True, B_x: float = 0.0, B_y: float = 0.0) -> float:
+    r"""E_2 of Theorem 2 (1): the additive error of one epoch,
+    :math:`\mathbb E[F(z_{t+1})\mid\mathcal F_t]\le F(z_t) - \frac n5(\eta_x\|\nabla_xF\|^2 + \eta_y\|\nabla_yF\|^2) + E_2`.
+
+    .. math:: E_2 = \tfrac54\eta_xn\beta_\mu^2 + \hat L_x\eta_x^2\tfrac nq(2\kappa\varsigma_x^2 + r_\mu)
+              + \gamma\big[(c_X + s\,c_Y)A_x + (r\,c_X + c_Y)A_y\big]
+
+    with :math:`P = n^2 + 2n\kappa/q`, :math:`\gamma = 6/5`,
+    :math:`A_x = 3\eta_x^2(P\varsigma_x^2 + 2n^2\beta_\mu^2 + nr_\mu/q)`, :math:`A_y = 2\eta_y^2n^2\varsigma_y^2`,
+    :math:`c_X = \tfrac52\eta_xnL_x^2 + \tfrac54\eta_ynL_c^2 + 4\hat L_x\eta_x^2n\kappa L_x^2/q`,
+    :math:`c_Y = \tfrac52\eta_xnL_c^2 + \tfrac54\eta_ynL_y^2 + 4\hat L_x\eta_x^2n\kappa L_c^2/q`,
+    :math:`r = 12\eta_x^2PL_c^2`, :math:`s = 4\eta_y^2n^2L_c^2`.
+    The :math:`\varsigma_x^2` term linear in :math:`\eta_x` is the only one that survives as
+    :math:`\eta\to0` at fixed :math:`\mu`: it carries :math:`d_x\varsigma_x^2/q`, not :math:`d_xG_x^2`."""
+    _check2(c, n, dx, law, q, varsigma_x_sq, varsigma_y_sq)
+    _positive("eta_x", eta_x)
+    _positive("eta_y", eta_y)
+    if enforce_caps:
+        cx, cy = theorem2_caps(c, n, dx, q, law, B_x, B_y)
+        if eta_x > cx * (1 + 1e-12):
+            raise BoundError(f"eta_x = {eta_x:.4g} exceeds Theorem 2's cap {cx:.4g}")
+        if eta_y > cy * (1 + 1e-12):
+            raise BoundError(f"eta_y = {eta_y:.4g} exceeds Theorem 2's cap 1/(8 n Lhat_y (1 + B_y)) = {cy:.4g}")
+    kappa, r_mu, beta = zo_moments(dx, mu, c.L_x, law)
+    Lx, Lc, Ly, Lhx = c.L_x, c.L_c, c.L_y, c.L_hat_x
+    P = n**2 + 2 * n * kappa / q
+    c_X = 2.5 * eta_x * n * Lx**2 + 1.25 * eta_y * n * Lc**2 + 4 * Lhx * eta_x**2 * n * kappa * Lx**2 / q
+    c_Y = 2.5 * eta_x * n * Lc**2 + 1.25 * eta_y * n * Ly**2 + 4 * Lhx * eta_x**2 * n * kappa * Lc**2 / q
+    r = 12 * eta_x**2 * P * Lc**2
+    s = 4 * eta_y**2 * n**2 * Lc**2
+    A_x = 3 * eta_x**2 * (P * varsigma_x_sq + 2 * n**2 * beta**2 + n * r_mu / q)
+    A_y = 2 * eta_y**2 * n**2 * varsigma_y_sq
+    return (1.25 * eta_x * n * beta**2 + Lhx * eta_x**2 * (n / q) * (2 * kappa * varsigma_x_sq + r_mu)
+            + T2_GAMMA * ((c_X + s * c_Y) * A_x + (r * c_X + c_Y) * A_y))
+
+
+def theorem2_rhs(c: HGSConstants, n: int, dx: int, eta_x: float, eta_y: float, mu: float, T: int, delta: float,
+                 varsigma_x_sq: float, varsigma_y_sq: float, q: int = 1, law: str = "sphere",
+                 enforce_caps: bool = True, B_x: float = 0.0, B_y: float = 0.0) -> float:
+    r"""W_2 of Theorem 2 (2): bound on :math:`\frac1T\sum_{t<T}\mathbb E[\eta_x\|\nabla_xF(z_t)\|^2 + \eta_y\|\nabla_yF(z_t)\|^2]`,
+    :math:`W_2 = 5\Delta/(nT) + 5E_2/n` (no gradient bound; heterogeneity :math:`\varsigma_x^2, \varsigma_y^2`)."""
+    _positive("delta", delta, strict=False)
+    if int(T) != T or T < 1:
+        raise BoundError(f"T must be an integer >= 1, got {T!r}")
+    E2 = theorem2_epoch_error(c, n, dx, eta_x, eta_y, mu, varsigma_x_sq, varsigma_y_sq, q, law, enforce_caps,
+                              B_x, B_y)
+    return T2_DESCENT * delta / (n * T) + T2_DESCENT * E2 / n
+
+
+def theorem2_stationarity(c: HGSConstants, n: int, dx: int, eta_x: float, eta_y: float, mu: float, T: int,
+                          delta: float, varsigma_x_sq: float, varsigma_y_sq: float, q: int = 1,
+                          law: str = "sphere", B_x: float = 0.0, B_y: float = 0.0) -> dict:
+    r"""Theorem 2's consequences per block and jointly: with :math:`W_2` as above,
+    :math:`\frac1T\sum\mathbb E\|\nabla_xF\|^2\le W_2/\eta_x`, :math:`\frac1T\sum\mathbb E\|\nabla_yF\|^2\le W_2/\eta_y`
+    (Corollary 5, block-wise rates) and :math:`\frac1T\sum\mathbb E\|\nabla F\|^2\le W_2/\min(\eta_x,\eta_y)`."""
+    W = theorem2_rhs(c, n, dx, eta_x, eta_y, mu, T, delta, varsigma_x_sq, varsigma_y_sq, q, law, True, B_x, B_y)
+    return {"W2": W, "grad_x_sq": W / eta_x, "grad_y_sq": W / eta_y, "grad_sq": W / min(eta_x, eta_y)}
+
+
+def corollary3_mu(c: HGSConstants, dx: int, eps: float, rho: float = 1.0, law: str = "sphere") -> float:
+    r"""Corollary 3's smoothing radius: the largest :math:`\mu` with
+    :math:`\frac{25}{4m}\beta_\mu^2 + \frac{5r_\mu}{64\kappa m}\le\varepsilon^2/5` (bias share plus the
+    :math:`\mu`-part of the noise share at the extra cap); both sides are quadratic in :math:`\mu`."""
+    _positive("eps", eps)
+    _positive("rho", rho)
+    if c.L_x == 0:
+        raise BoundError("L_x = 0: the ZO block is linear, there is no smoothing bias; pass mu explicitly")
+    m = min(1.0, rho)
+    kappa, r1, b1 = zo_moments(dx, 1.0, c.L_x, law)   # r_mu = r1 mu^2, beta = b1 mu
+    per_mu_sq = 25 / (4 * m) * b1**2 + 5 * r1 / (T2_CAP_Q * kappa * m)
+    return eps / math.sqrt(5 * per_mu_sq)
+
+
+@dataclass(frozen=True)
+class Schedule2:
+    """Corollary 3's choice for one eps (Theorem 2 under heterogeneity): parameters, T and its terms."""
+
+    eps: float
+    mu: float
+    eta_x: float
+    eta_y: float
+    T: int
+    T_terms: dict  # T_cap (caps incl. the extra cap), T_het (ZO noise from heterogeneity: eps^-4), T_drift
+    binding: str
+    varsigma_x_sq: float
+    varsigma_y_sq: float
+    q: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _corollary3_drift_share(c, n, dx, eta_x, rho, mu, vx, vy, q, law) -> float:
+    """5 * (drift part of E_2) / (n m eta_x): the shares of order eta^2 and higher."""
+    m = min(1.0, rho)
+    kappa, r_mu, beta = zo_moments(dx, mu, c.L_x, law)
+    E2 = theorem2_epoch_error(c, n, dx, eta_x, rho * eta_x, mu, vx, vy, q, law, enforce_caps=False)
+    first = 1.25 * eta_x * n * beta**2 + c.L_hat_x * eta_x**2 * (n / q) * (2 * kappa * vx + r_mu)
+    return T2_DESCENT * max(E2 - first, 0.0) / (n * m * eta_x)
+
+
+def corollary3_schedule(c: HGSConstants, n: int, dx: int, eps: float, delta: float, varsigma_x_sq: float,
+                        varsigma_y_sq: float, rho: float = 1.0, q: int = 1, law: str = "sphere",
+                        B_x: float = 0.0, B_y: float = 0.0) -> Schedule2:
+    r"""Corollary 3: :math:`\mu`, :math:`\eta_x`, :math:`\eta_y = \rho\eta_x`, T with
+    :math:`\frac1T\sum_t\mathbb E\|\nabla F(z_t)\|^2\le\varepsilon^2` under Theorem 2's assumptions.
+
+    :math:`\bar\eta` = the caps (with :math:`\rho`), :math:`\eta_c = mq\varepsilon^2/(50\hat L_x\kappa\varsigma_x^2)`
+    (ZO noise from heterogeneity), :math:`\eta_d = \bar\eta\sqrt{\varepsilon^2/(5D(\bar\eta))}` where D is the
+    drift share (order :math:`\eta^2` and higher, so :math:`D(\eta)\le(\eta/\bar\eta)^2D(\bar\eta)`);
+    :math:`\eta_x = \min`, :math:`T = \lceil25\Delta/(mn\eta_x\varepsilon^2)\rceil`. Terms:
+    :math:`T_{het} = 1250\,\Delta\hat L_x\kappa\varsigma_x^2/(m^2nq\varepsilon^4)` (sphere: :math:`\kappa = 2d_x`, so the
+    :math:`\varepsilon^{-4}` coefficient is :math:`d_x\varsigma_x^2/q`); with :math:`\varsigma_x = \varsigma_y = 0`
+    (interpolation in this strong sense) every term is :math:`O(\varepsilon^{-2})` and
+    :math:`T_{cap}\propto\kappa/q\propto d_x/q` (Corollary 4). ``B_x``, ``B_y``: relaxed heterogeneity
+    (:func:`theorem2_caps`); they only shrink the caps, so :math:`\varsigma = 0` with ``B > 0`` (components
+    sharing stationary points, e.g. quadratics with a common minimiser) keeps :math:`O(\varepsilon^{-2})`."""
+    _check2(c, n, dx, law, q, varsigma_x_sq, varsigma_y_sq)
+    _positive("eps", eps)
+    _positive("delta", delta)
+    _positive("rho", rho)
+    m = min(1.0, rho)
+    mu = corollary3_mu(c, dx, eps, rho, law)
+    kappa = zo_moments(dx, mu, c.L_x, law)[0]
+    cx, cy = theorem2_caps(c, n, dx, q, law, B_x, B_y)
+    eta_bar = min(cx, cy / rho)
+    if math.isinf(eta_bar):
+        raise BoundError("Lhat_x = Lhat_y = 0: no step cap; Corollary 3 needs a smooth problem")
+    D_bar = _corollary3_drift_share(c, n, dx, eta_bar, rho, mu, varsigma_x_sq, varsigma_y_sq, q, law)
+    cands = {
+        "T_cap": eta_bar,
+        "T_het": math.inf if varsigma_x_sq * c.L_hat_x == 0
+        else m * q * eps**2 / (50 * c.L_hat_x * kappa * varsigma_x_sq),
+        "T_drift": eta_bar if D_bar <= eps**2 / 5 else eta_bar * math.sqrt(eps**2 / (5 * D_bar)),
+    }
+    eta_x = min(cands.values())
+    terms = {k: (0.0 if math.isinf(v) else 25 * delta / (m * n * v * eps**2)) for k, v in cands.items()}
+    T = math.ceil(25 * delta / (m * n * eta_x * eps**2))
+    return Schedule2(eps=eps, mu=mu, eta_x=eta_x, eta_y=rho * eta_x, T=T, T_terms=terms,
+                     binding=min(cands, key=cands.get), varsigma_x_sq=varsigma_x_sq,
+                     varsigma_y_sq=varsigma_y_sq, q=q)

@@ -6,9 +6,10 @@ Subcommands:
   (same as ``python -m hybridtheory.figures``).
 * ``sweep``: the long ramp epoch-complexity sweep down to eps = 0.05 (8 seeds), then redraw
   ``epoch_complexity.png`` with it.
-* ``schedule FAMILY --eps EPS [--rho R] [--law sphere|gaussian] [--param k=v ...]``: print Corollary 1's
+* ``schedule FAMILY --eps EPS [--rho R] [--law sphere|gaussian] [--param k=v ...] [--import MODULE]``: print Corollary 1's
   schedule (mu, eta_x, eta_y, T and its five terms) for a family's certified constants.
-* ``check``: soundness/tightness table of every family's certified constants (``hgs_check``).
+* ``check [--report] [--import MODULE]``: the registered families, and with ``--report`` the
+  soundness/tightness table of their certified constants (``hgs_check``).
 """
 from __future__ import annotations
 
@@ -52,11 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--rho", type=float, default=1.0, help="eta_y / eta_x (default 1)")
     sp.add_argument("--law", choices=["sphere", "gaussian"], default="sphere")
     sp.add_argument("--param", nargs="*", default=[], help="family parameters as key=value")
+    sp.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
+                    help="import MODULE first (it registers its families); repeatable")
     args = ap.parse_args(argv)
 
     from . import bounds
-    from .objectives import make
+    from .objectives import import_family_modules, make
     try:
+        import_family_modules(args.modules)
         problem = make(args.family, **_parse_params(args.param))
         c = problem.constants()
         sched = bounds.corollary1_schedule(c, problem.n, problem.dx, args.eps, problem.initial_gap(), args.rho, args.law)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -510,9 +511,11 @@ def report(n_pairs: int = 4000, n_hess: int = 40, seed: int = 0) -> list[dict]:
             label = fam if cert_name == "constants" else f"{fam} ((L0,L1) certificate)"
             for k, v in worst.items():
                 rows.append({"family": label, "what": k, "kind": "soundness", "value": v})
-    # the lead's families (ramp C.5: global constants; pl: G_x on the ball ||x|| <= radius)
-    from .objectives import make
-    for name in ("ramp", "pl"):
+    # every other registered family, including ones registered from user modules
+    # (objectives.register): pairs at scale 3; pl: G_x on the ball ||x|| <= radius
+    from .objectives import families, make
+    covered = set(_family_instances()) | {"catalogue"}
+    for name in (f for f in families() if f not in covered):
         try:
             P = make(name)
         except Exception as err:  # a family owned elsewhere must not break this report
@@ -575,10 +578,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=4000, help="random pairs per instance")
     ap.add_argument("--hess-points", type=int, default=40, help="autograd Hessian points per instance")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
+                    help="import MODULE first (a module that calls hybridtheory.objectives.register); repeatable")
     args = ap.parse_args(argv)
+    from .objectives import families, import_family_modules
+    try:
+        import_family_modules(args.modules)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if not args.report:
         ap.print_help()
+        print("\nregistered families: " + ", ".join(families()))
         return 0
+    print("registered families: " + ", ".join(families()))
     rows = report(n_pairs=args.pairs, n_hess=args.hess_points, seed=args.seed)
     print(f"{'family':45s} {'kind':10s} {'what':28s} {'max ratio':>14s}")
     for r in rows:

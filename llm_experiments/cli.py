@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import RankFailure, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,6 +91,9 @@ def _cmd_train(ns) -> int:
         print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
         return 0
     results = run_training(cfg, resume=ns.resume)
+    from .distributed import is_main_process
+    if not is_main_process():  # one summary line per run, not per rank
+        return 0
     ev = results["eval"]
     print(f"{cfg.method} {cfg.task}: eval accuracy {ev['accuracy']:.4f} (majority {ev['majority_baseline']:.4f}, "
           f"n={ev['n']}), selected step {results['selected_step']}; run folder {cfg.output_dir}")
@@ -127,12 +130,14 @@ def _cmd_validate(ns) -> int:
             print(f"{c.output_dir}\t{c.model}\t{c.task}\t{c.method}\tlr_base={c.lr_base} lr_adapter={c.lr_adapter}")
         print(f"{len(cells)} runs")
         return 0
+    from .distributed import is_main_process
+    say = print if is_main_process() else (lambda *a, **k: None)  # a launched grid: rank 0 reports
     failures = 0
     for i, cfg in enumerate(cells, 1):
         if (Path(cfg.output_dir) / "results.json").exists():
-            print(f"[{i}/{len(cells)}] done already: {cfg.output_dir}")
+            say(f"[{i}/{len(cells)}] done already: {cfg.output_dir}")
             continue
-        print(f"[{i}/{len(cells)}] {cfg.output_dir}")
+        say(f"[{i}/{len(cells)}] {cfg.output_dir}")
         try:
             run_training(cfg, resume=True)
         except UserError as exc:
@@ -140,6 +145,8 @@ def _cmd_validate(ns) -> int:
             print(f"error: {cfg.output_dir}: {exc}", file=sys.stderr)
             if not ns.keep_going:
                 return 2
+    if not is_main_process():
+        return 1 if failures else 0
     write_report([Path(grid.output_root)], Path(grid.output_root), plots=True)
     print(f"report written to {grid.output_root}/results.md")
     return 1 if failures else 0
@@ -196,9 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RankFailure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch" in sys.modules:  # a launched run: leave the process group cleanly
+            from .distributed import shutdown
+            shutdown()
 
 
 app = main  # alias for entry-point styles that expect `app`

@@ -18,7 +18,7 @@ from .errors import UserError
 
 METHODS = ("hybrid", "fo-full", "fo-peft", "zo-full", "zo-peft")
 PEFT_KINDS = ("lora", "prefix", "prompt", "ia3")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 FO_OPTIMIZERS = ("sgd", "adam", "adamw")
 ZO_LAWS = ("gaussian", "sphere", "rademacher")
 ZO_DIFFERENCES = ("central", "forward")
@@ -41,9 +41,12 @@ class TrainConfig:
 
     # model
     model: str = _f("", "Hugging Face causal-LM id (e.g. facebook/opt-1.3b) or a local folder", kind=str)
-    dtype: str = _f("float32", "dtype the model is loaded in (always passed explicitly)", DTYPES)
+    dtype: str = _f("float32", "dtype the model is loaded in (always passed explicitly; float64 for exact checks "
+                               "on tiny models)", DTYPES)
     trust_remote_code: bool = _f(False, "allow model code from the Hub (off: never runs remote code)")
     device: str = _f("auto", "auto (cuda if available), cpu or cuda", DEVICES)
+    dist_timeout_s: float = _f(600.0, "distributed runs (torchrun / accelerate launch): seconds a collective may wait "
+                                      "for the other ranks before the run stops with one line")
     # task and data
     task: str = _f("sst2", "task name (see llm_experiments.tasks.TASKS)", kind=str)
     data: str | None = _f(None, "local data: a folder or file (JSONL/CSV/parquet) with the task's fields; "
@@ -105,6 +108,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise UserError(f"invalid {name} {value!r}: must be a finite number >= 0")
+        if not (isinstance(self.dist_timeout_s, (int, float)) and math.isfinite(self.dist_timeout_s)
+                and self.dist_timeout_s > 0):
+            raise UserError(f"invalid dist_timeout_s {self.dist_timeout_s!r}: must be a finite number of seconds > 0")
         if not (isinstance(self.mu, (int, float)) and math.isfinite(self.mu) and self.mu > 0):
             raise UserError(f"invalid mu {self.mu!r}: the ZO smoothing radius must be a finite number > 0")
         for name in ("n_train", "batch_size", "micro_batches", "steps", "zo_queries", "max_length", "eval_batch_size",

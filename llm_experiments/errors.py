@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """A bad input that deserves one clear line, not a traceback."""
+
+
+class RankFailure(Exception):
+    """A distributed run lost a rank (crash, kill, timeout): one line, exit status 1, no traceback."""

@@ -20,7 +20,8 @@ import torch
 
 from .errors import UserError
 
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                "float64": torch.float64}
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -92,8 +93,27 @@ def load_model_and_tokenizer(name: str, dtype: str, trust_remote_code: bool = Fa
     want = torch_dtype(dtype)
     if next(model.parameters()).dtype != want:  # cheap insurance against dtype being ignored (STYLE.md 2.2)
         model = model.to(want)
+    if want == torch.float64:  # transformers' causal-LM loss casts logits to float32: keep float64 checks exact
+        model.loss_function = causal_lm_loss_wide
     model.eval()
     return model, tokenizer
+
+
+def causal_lm_loss_wide(logits, labels, vocab_size: int, num_items_in_batch=None, ignore_index: int = -100,
+                        shift_labels=None, **kwargs) -> torch.Tensor:
+    """transformers' ``ForCausalLMLoss`` (next-token cross-entropy, mean over counted tokens) computed in at
+    least float32 but never *below* the logits' precision (the library's version rounds float64 to float32)."""
+    import torch.nn.functional as F
+
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:].contiguous()
+    logits = logits.view(-1, vocab_size)
+    shift_labels = shift_labels.view(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(logits, shift_labels, ignore_index=ignore_index)
+    return F.cross_entropy(logits, shift_labels, ignore_index=ignore_index, reduction="sum") / num_items_in_batch
 
 
 def peft_config_for(kind: str, lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,

@@ -54,6 +54,16 @@ class JsonlWriter:
         self.handle.close()
 
 
+class NullWriter:
+    """What ranks other than 0 write to: nothing (rank 0 alone writes the run folder)."""
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_jsonl(path: Path) -> list[dict]:
     rows = []
     if not Path(path).exists():
@@ -148,6 +158,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     from tqdm.auto import tqdm
 
     from .data import collate as collate_batch
+    from .distributed import init_world
     from .data import encode_for_training, load_splits
     from .evaluation import evaluate
     from .models import attach_peft, load_model_and_tokenizer, split_parameters
@@ -156,7 +167,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
 
     cfg.validate()
     spec = get_task(cfg.task)
-    device = resolve_device(cfg.device)
+    # torchrun / accelerate launch: one process per rank, each on its own device; rank 0 alone writes RUN/
+    world = init_world(resolve_device(cfg.device), cfg.dist_timeout_s)
+    device, main = world.device, world.is_main
     run_dir = Path(cfg.output_dir)
     if not resume and (run_dir / "results.json").exists():
         raise UserError(f"run folder {str(run_dir)!r} already holds a finished run; choose another --output-dir")
@@ -164,8 +177,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     if splits is None:
         splits = load_splits(spec, source=cfg.data, n_train=cfg.n_train, n_dev=cfg.n_dev, n_eval=cfg.n_eval,
                              seed=cfg.data_seed)
-    run_dir.mkdir(parents=True, exist_ok=True)  # only once model and data loaded: bad input leaves no folder
-    write_config(cfg, run_dir / "config.json")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)  # only once model and data loaded: bad input leaves no folder
+        write_config(cfg, run_dir / "config.json")
     if cfg.uses_peft:
         model = attach_peft(model, cfg.peft, seed=cfg.seed, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                             lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
@@ -180,9 +194,10 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     def collate(chunk):
         return collate_batch(chunk, pad_id)
 
-    trainer = Trainer(model, split, cfg, len(encoded), device)
+    trainer = Trainer(model, split, cfg, len(encoded), device, world)
     if resume and (run_dir / "last_state").is_dir():
-        trainer.load_state(run_dir / "last_state")
+        trainer.load_state(run_dir / "last_state")  # every rank reads the state rank 0 wrote
+    world.check_same(trainer.fingerprint(), "the starting parameters' checksum")
 
     def run_eval(examples):
         model.eval()
@@ -191,8 +206,11 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     best = {"accuracy": -1.0, "step": None}
     if resume and (run_dir / "results_partial.json").exists():
         best = json.loads((run_dir / "results_partial.json").read_text())
-    evals = JsonlWriter(run_dir / "evals.jsonl", truncate_after_step=trainer.state.step if resume else None)
-    metrics = JsonlWriter(run_dir / "metrics.jsonl", truncate_after_step=trainer.state.step if resume else None)
+    if main:
+        evals = JsonlWriter(run_dir / "evals.jsonl", truncate_after_step=trainer.state.step if resume else None)
+        metrics = JsonlWriter(run_dir / "metrics.jsonl", truncate_after_step=trainer.state.step if resume else None)
+    else:
+        evals, metrics = NullWriter(), NullWriter()
 
     def dev_eval(tr) -> None:
         if not splits.dev:
@@ -203,8 +221,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
         evals.write(row)
         if cfg.select == "best_dev" and result["accuracy"] > best["accuracy"]:
             best.update(accuracy=result["accuracy"], step=tr.state.step)
-            tr.save_state(run_dir / "best_state")
-        if tr.state.step > 0:
+            if main:
+                tr.save_state(run_dir / "best_state")
+        if tr.state.step > 0 and main:
             tr.save_state(run_dir / "last_state")
             atomic_write_json(run_dir / "results_partial.json", best)
 
@@ -212,13 +231,15 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
                 "environment": environment(device), "n_train": len(splits.train), "n_dev": len(splits.dev),
                 "n_eval": len(splits.eval), "params": {"base": split.numel("base"), "adapter": split.numel("adapter")},
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
-                "base_master": trainer.master_dtype, "dtype": cfg.dtype}
-    atomic_write_json(run_dir / "run.json", run_info)
+                "base_master": trainer.master_dtype, "dtype": cfg.dtype,
+                "world": {"size": world.size, "backend": world.backend}}
+    if main:
+        atomic_write_json(run_dir / "run.json", run_info)
     if trainer.state.step == 0:
         dev_eval(trainer)  # step-0 (zero-shot) dev accuracy: the starting point of every curve
     # progress=False forces bars off; otherwise tqdm's defaults apply (TQDM_DISABLE=1 turns them off)
     bar = tqdm(total=cfg.steps, initial=trainer.state.step, desc=f"{cfg.method} {cfg.task}",
-               **({} if cfg.progress else {"disable": True}))
+               **({} if cfg.progress and main else {"disable": True}))
     try:
         train_loop(trainer, encoded, collate, LoopHooks(log=metrics.write, evaluate=dev_eval, progress=bar))
     finally:
@@ -230,6 +251,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     dev_eval(trainer)
     last_step, final_state = trainer.state.step, trainer.state
     if cfg.select == "best_dev" and best["step"] is not None and best["step"] != last_step:
+        world.barrier()  # rank 0 has finished writing best_state
         trainer.load_state(run_dir / "best_state")  # selection on dev only; eval split is used once, below
     selected_step = best["step"] if cfg.select == "best_dev" and best["step"] is not None else last_step
     dev_result = run_eval(splits.dev) if splits.dev else None
@@ -241,6 +263,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
                "backwards": final_state.backwards, "memory": peaks}
     evals.close()
     metrics.close()
+    if not main:
+        return results
     results["saved_model"] = save_model(model, tokenizer, cfg, run_dir / "model")
     atomic_write_json(run_dir / "results.json", results)
     run_info["status"] = "done"

@@ -46,6 +46,7 @@ import torch
 from hybridtheory.algorithm import EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step, sgd_update
 
 from .config import TrainConfig
+from .distributed import ReducedOracle, World, local_chunks
 from .models import ParamSplit
 
 # Which block gets which oracle, per method: (base oracle or None if frozen, adapter oracle or None).
@@ -114,8 +115,11 @@ class ModelOracle:
     """The core's ``Oracle`` for one minibatch (a list of collated micro-batches on the model's device)."""
 
     def __init__(self, model, micro_batches: list[dict], fo_dropout: bool, before_forward, clock: PhaseClock,
-                 loss_fn=None):
+                 loss_fn=None, weights: list[float] | None = None):
         self.model, self.micro, self.fo_dropout = model, micro_batches, fo_dropout
+        # loss = sum of weight * micro-batch loss; None: the mean over micro-batches (a rank of a distributed
+        # run passes its micro-batches' shares of the minibatch's answer tokens, see distributed.py)
+        self.weights = weights
         self.before_forward, self.clock = before_forward, clock
         # default: the model's own loss (HF shifts labels and averages over answer tokens; it upcasts to fp32)
         self.loss_fn = loss_fn or (lambda m, batch: _wide(m(**batch, use_cache=False).loss))
@@ -125,7 +129,10 @@ class ModelOracle:
         self.before_forward()  # 16-bit model: re-cast the (perturbed) master into the model
         with self.clock.phase("zo_forward"), torch.no_grad():
             self.model.train(False)  # deterministic: no dropout in ZO forwards
-            total = sum(self.loss_fn(self.model, mb) for mb in self.micro) / len(self.micro)
+            if self.weights is None:
+                total = sum(self.loss_fn(self.model, mb) for mb in self.micro) / len(self.micro)
+            else:
+                total = sum(w * self.loss_fn(self.model, mb) for w, mb in zip(self.weights, self.micro))
         self.losses.append(total)
         return total
 
@@ -136,8 +143,10 @@ class ModelOracle:
             total = 0.0
             for p in params:
                 p.grad = None
-            for mb in self.micro:  # backward(inputs=...) accumulates micro-batch gradients in place in .grad
-                loss = self.loss_fn(self.model, mb) / len(self.micro)
+            weights = self.weights or [None] * len(self.micro)
+            for mb, w in zip(self.micro, weights):  # backward(inputs=...) accumulates micro-batch gradients in .grad
+                loss = self.loss_fn(self.model, mb)
+                loss = loss / len(self.micro) if w is None else loss * w
                 loss.backward(inputs=list(params))
                 total = total + loss.detach()
             grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
@@ -164,8 +173,10 @@ class TrainState:
 class Trainer:
     """Holds the model, the parameter groups, the FO optimizer, the sampler and the :class:`TrainState`."""
 
-    def __init__(self, model, split: ParamSplit, cfg: TrainConfig, n_train: int, device: torch.device):
+    def __init__(self, model, split: ParamSplit, cfg: TrainConfig, n_train: int, device: torch.device,
+                 world: World | None = None):
         self.model, self.cfg, self.device = model, cfg, device
+        self.world = world or World(device=device)  # one process: collectives are no-ops
         self.state = TrainState()
         self.clock = PhaseClock(device)
         self.peak_mem_mb: dict[str, float] = {}  # CUDA only: max over steps, per phase and "step"
@@ -211,6 +222,11 @@ class Trainer:
         for weight, master in self.master_pairs:
             weight.copy_(master)
 
+    @torch.no_grad()
+    def fingerprint(self) -> float:
+        """A float64 checksum of every trained tensor (ranks compare it before the first step)."""
+        return sum(float(p.detach().to(torch.float64).sum()) for g in self.groups for p in g.params)
+
     # -------------------------------------------------------------- data order
     def next_indices(self, batch_size: int) -> list[int]:
         """The next minibatch of the epoch order; the last batch of an epoch may be smaller (each example
@@ -235,9 +251,13 @@ class Trainer:
             for p in params:
                 p.grad = None
 
-    def step(self, micro_batches: list[dict]) -> dict:
-        """One hybrid step on a minibatch; returns the metrics of this step."""
-        oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, self.sync_master, self.clock)
+    def step(self, micro_batches: list[dict], weights: list[float] | None = None) -> dict:
+        """One hybrid step on a minibatch (this rank's micro-batches and their loss weights, see
+        :mod:`.distributed`); returns the metrics of this step."""
+        oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, self.sync_master, self.clock,
+                             weights=weights)
+        if self.world.distributed:
+            oracle = ReducedOracle(oracle, self.world)
         self.clock.start()
         start = time.perf_counter()
         info = hybrid_step(self.groups, oracle, self.zo, derive_seed(self.cfg.seed, self.state.step),
@@ -264,6 +284,8 @@ class Trainer:
             "forwards": info.forwards, "backwards": info.backwards, "step_s": step_s,
             "time_s": self.state.elapsed_s, "phase_s": times, "examples_seen": self.state.examples_seen,
         }
+        if self.world.distributed:
+            metrics["comm_bytes"] = self.world.take_bytes()
         if peaks:
             metrics["peak_mem_mb"] = peaks
             for name, value in peaks.items():  # run-level peaks per phase (results.json)
@@ -334,9 +356,14 @@ def train_loop(trainer: Trainer, train_examples: list[dict], collate, hooks: Loo
     while trainer.state.step < cfg.steps:
         indices = trainer.next_indices(cfg.batch_size)
         batch = [train_examples[i] for i in indices]
-        micro = split_micro_batches(batch, min(cfg.micro_batches, len(batch)), collate, trainer.device)
+        world, weights = trainer.world, None
+        if world.distributed:  # this rank's slice of the shared minibatch, weighted by its answer tokens
+            chunks, weights = local_chunks(batch, cfg.micro_batches, world.rank, world.size)
+            micro = [{k: v.to(trainer.device) for k, v in collate(chunk).items()} for chunk in chunks]
+        else:
+            micro = split_micro_batches(batch, min(cfg.micro_batches, len(batch)), collate, trainer.device)
         trainer.state.examples_seen += len(batch)
-        metrics = trainer.step(micro)
+        metrics = trainer.step(micro, weights)
         if hooks.progress is not None:
             hooks.progress.update(1)
             hooks.progress.set_postfix(loss=f"{metrics['loss']:.4f}")

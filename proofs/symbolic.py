@@ -168,7 +168,7 @@ def corollary2_T0():
     return sp.Max((8 * Lhat_x * eta0) ** 2, (4 * rho * Lhat_y * eta0) ** 2)
 
 
-# -- family constants (``proofs/01-hgs.md``, ``proofs/05-families.md``) ------------------------------
+# -- family constants (``proofs/01-hgs.md`` section 1.4) ---------------------------------------------
 y = sp.Symbol("y", positive=True)
 t = sp.Symbol("t", real=True)
 k_pow = sp.Symbol("k", positive=True)
@@ -215,3 +215,109 @@ def corollary2_tuned(law: str = "sphere"):
     s_min = sigma_sq(law, sp.Integer(0))
     mu0_max = sp.sqrt(sp.sqrt(Delta * Lhat_x * s_min / n) / 9) / (L_x if law == "sphere" else L_x * sp.sqrt(d))
     return e0, A, B, A**2 / eps**4 + 2 * B / eps**2, mu0_max
+
+
+# -- Theorem 2 (``proofs/07-theorem2.md``): heterogeneity instead of bounded gradients ----------------
+# L_y is any global y-smoothness constant here (Lemma 1(ii)'s L0 + L1 G_y when (A3) holds on y)
+vx, vy = sp.symbols("varsigma_x2 varsigma_y2", nonnegative=True)   # varsigma_x^2, varsigma_y^2
+q = sp.Symbol("q", positive=True, integer=True)
+LAWS2 = ("sphere", "gaussian", "rademacher")
+
+
+def zo_moments(law: str = "sphere", mu_=mu):
+    r"""Lemma 2 pointwise: (:math:`\kappa`, :math:`r_\mu`, :math:`\beta_\mu`) with
+    :math:`\mathbb E\|g\|^2\le\kappa\|\nabla\phi\|^2 + r_\mu` and bias :math:`\le\beta_\mu` (one query)."""
+    if law == "sphere":
+        return 2 * d, d**2 * L_x**2 * mu_**2 / 2, L_x * mu_
+    if law == "gaussian":
+        return 2 * (d + 2), mu_**2 * L_x**2 / 2 * d * (d + 2) * (d + 4), L_x * mu_ * sp.sqrt(d)
+    if law == "rademacher":
+        return 2 * d, d**3 * L_x**2 * mu_**2 / 2, L_x * mu_ * d / 2
+    raise ValueError(f"law must be one of {LAWS2}, got {law!r}")
+
+
+Bx, By = sp.symbols("B_x B_y", nonnegative=True)   # relaxed heterogeneity: <= B ||grad F||^2 + varsigma^2
+
+
+def theorem2_caps(law: str = "sphere", Bx_=0, By_=0):
+    r"""Theorem 2's caps: :math:`\eta_x\le\min\{1/(16n\hat L_x), q/(64\kappa\hat L_x)\}/(1+B_x)`,
+    :math:`\eta_y\le1/(8n\hat L_y(1+B_y))`."""
+    kappa = zo_moments(law)[0]
+    return (sp.Min(1 / (16 * n * Lhat_x), q / (64 * kappa * Lhat_x)) / (1 + Bx_),
+            1 / (8 * n * Lhat_y * (1 + By_)))
+
+
+def theorem2_pieces(law: str = "sphere", eta_x_=eta_x, eta_y_=eta_y, mu_=mu, Ly=None):
+    r"""The named quantities of Theorem 2's proof: P, c_X, c_Y, p, r, s, t, A_x^0, A_y^0, kappa, r_mu, beta."""
+    Ly = L_y if Ly is None else Ly
+    kappa, r_mu, beta = zo_moments(law, mu_)
+    P = n**2 + 2 * n * kappa / q
+    return {
+        "P": P, "kappa": kappa, "r_mu": r_mu, "beta": beta,
+        "c_X": sp.Rational(5, 2) * eta_x_ * n * L_x**2 + sp.Rational(5, 4) * eta_y_ * n * L_c**2
+        + 4 * (L_x + L_c) * eta_x_**2 * n * kappa * L_x**2 / q,
+        "c_Y": sp.Rational(5, 2) * eta_x_ * n * L_c**2 + sp.Rational(5, 4) * eta_y_ * n * Ly**2
+        + 4 * (L_x + L_c) * eta_x_**2 * n * kappa * L_c**2 / q,
+        "p": 12 * eta_x_**2 * P * L_x**2, "r": 12 * eta_x_**2 * P * L_c**2,
+        "s": 4 * eta_y_**2 * n**2 * L_c**2, "t": 4 * eta_y_**2 * n**2 * Ly**2,
+        "A_x0": 3 * eta_x_**2 * (P * vx + 2 * n**2 * beta**2 + n * r_mu / q),
+        "A_y0": 2 * eta_y_**2 * n**2 * vy,
+    }
+
+
+GAMMA2 = sp.Rational(6, 5)
+
+
+def theorem2_epoch_error(law: str = "sphere", eta_x_=eta_x, eta_y_=eta_y, mu_=mu, Ly=None):
+    r""":math:`E_2` of Theorem 2 (1)."""
+    k = theorem2_pieces(law, eta_x_, eta_y_, mu_, Ly)
+    return (sp.Rational(5, 4) * eta_x_ * n * k["beta"]**2
+            + (L_x + L_c) * eta_x_**2 * (n / q) * (2 * k["kappa"] * vx + k["r_mu"])
+            + GAMMA2 * ((k["c_X"] + k["s"] * k["c_Y"]) * k["A_x0"] + (k["r"] * k["c_X"] + k["c_Y"]) * k["A_y0"]))
+
+
+def theorem2_rhs(law: str = "sphere", eta_x_=eta_x, eta_y_=eta_y, mu_=mu, T_=T, Ly=None):
+    r""":math:`W_2 = 5\Delta/(nT) + 5E_2/n` of Theorem 2 (2)."""
+    return 5 * Delta / (n * T_) + 5 * theorem2_epoch_error(law, eta_x_, eta_y_, mu_, Ly) / n
+
+
+def theorem2_gradient_coefficients(law: str = "sphere", Ly=None, Bx_=0, By_=0):
+    r"""Coefficients of :math:`\|\nabla_xF(z_t)\|^2` and :math:`\|\nabla_yF(z_t)\|^2` in the one-epoch bound
+    *before* the caps are used (Step 3 of the proof), each divided by :math:`\eta n`:
+
+    x: :math:`-\frac12 + 2u + 2\hat L_x\eta_x\kappa/q + 3\gamma(c_X + sc_Y)\eta_xP/n`,
+    y: :math:`-\frac12 + v + 2\gamma(rc_X + c_Y)\eta_yn`, with :math:`u = \eta_xn\hat L_x`, :math:`v = \eta_yn\hat L_y`.
+    The proof shows both are :math:`\le-\frac15` under the caps. With relaxed heterogeneity the terms that
+    come from the heterogeneity of a block carry the factor :math:`1 + B` of that block."""
+    k = theorem2_pieces(law, Ly=Ly)
+    Ly = L_y if Ly is None else Ly
+    u = eta_x * n * (L_x + L_c)
+    v = eta_y * n * (Ly + L_c)
+    cx = (-sp.Rational(1, 2) + 2 * u + (1 + Bx_) * (2 * (L_x + L_c) * eta_x * k["kappa"] / q
+                                                 + 3 * GAMMA2 * (k["c_X"] + k["s"] * k["c_Y"]) * eta_x * k["P"] / n))
+    cy = -sp.Rational(1, 2) + v + (1 + By_) * 2 * GAMMA2 * (k["r"] * k["c_X"] + k["c_Y"]) * eta_y * n
+    return cx, cy
+
+
+# dimensionless step variables of the proof: u = eta_x n Lhat_x, w = eta_x Lhat_x kappa / q, v = eta_y n Lhat_y
+u_, w_, v_ = sp.symbols("u w v", nonnegative=True)
+
+
+def theorem2_coefficient_majorants():
+    r"""The polynomials in (u, w, v) that bound the two coefficients (Step 3), increasing in each variable:
+
+    x: :math:`-\frac12 + 2u + 2w + 3\gamma(1 + 4v^2)[(\frac52 + 4w)\Pi + \frac54v(u + 2w)]`, :math:`\Pi = u^2 + 2uw`;
+    y: :math:`-\frac12 + v + 2\gamma[12v\Pi(\frac52u + \frac54v + 4wu) + \frac52uv + \frac54v^2 + 4wuv]`;
+    and the drift system's determinant :math:`(1 - p)(1 - t) - rs\ge(1 - 12\Pi)(1 - 4v^2) - 48\Pi v^2`."""
+    Pi = u_**2 + 2 * u_ * w_
+    cx = (-sp.Rational(1, 2) + 2 * u_ + 2 * w_ + 3 * GAMMA2 * (1 + 4 * v_**2)
+          * ((sp.Rational(5, 2) + 4 * w_) * Pi + sp.Rational(5, 4) * v_ * (u_ + 2 * w_)))
+    cy = (-sp.Rational(1, 2) + v_ + 2 * GAMMA2 * (12 * v_ * Pi * (sp.Rational(5, 2) * u_ + sp.Rational(5, 4) * v_
+                                                                   + 4 * w_ * u_)
+                                                   + sp.Rational(5, 2) * u_ * v_ + sp.Rational(5, 4) * v_**2
+                                                   + 4 * w_ * u_ * v_))
+    det = (1 - 12 * Pi) * (1 - 4 * v_**2) - 48 * Pi * v_**2
+    return cx, cy, det
+
+
+THEOREM2_CAP_VALUES = {u_: sp.Rational(1, 16), w_: sp.Rational(1, 64), v_: sp.Rational(1, 8)}

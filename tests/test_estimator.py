@@ -187,3 +187,30 @@ def test_perturb_restore_regenerates_the_same_direction(law, difference):
     before = x.clone()
     apply_zo_update([x], recs, [lr])
     torch.testing.assert_close(x, before - lr * g, rtol=0, atol=1e-13)
+
+
+# -- Lemma 2R: Rademacher directions (proofs/02-estimators.md) -------------------------------------
+@pytest.mark.parametrize("diff", ["central", "forward"])
+@pytest.mark.parametrize("d", [1, 5])
+def test_rademacher_bias_and_second_moment(diff, d):
+    """Bias <= L mu d / 2 (Lemma 2R(a)) and E||g||^2 <= 2d||a||^2 + d^3 L^2 mu^2 / 2 (b), with the
+    Monte Carlo margins of this file; for a quadratic and the central difference the mean is exactly
+    the gradient and E||g||^2 = d ||a||^2 (so a constant d+2 or a missing factor would fail)."""
+    f, x0, mu = SinQuad(d, seed=3), _point(d, seed=4), 0.4
+    a = f.grad(x0)
+    s = ZOSettings(mu=mu, law="rademacher", difference=diff, queries=1, batch_dims=1, dtype=torch.float64)
+    g, _ = _estimate(f, x0, s, seed=11, reps=R_MOMENT)
+    mean, se = g.mean(0), g.std(0) / math.sqrt(R_MOMENT)
+    assert float((mean - a).norm()) <= f.L * mu * d / 2 + Z_MEAN * float(se.norm())
+    sq = g.square().sum(1)
+    bound = 2 * d * float(a.square().sum()) + d**3 * f.L**2 * mu**2 / 2
+    assert float(sq.mean()) - Z_BOUND * float(sq.std() / math.sqrt(R_MOMENT)) <= bound
+    if diff == "central":
+        fq = SinQuad(d, quad_only=True, seed=3)
+        aq = fq.grad(x0)
+        gq, _ = _estimate(fq, x0, s, seed=12, reps=R_MOMENT)
+        seq = gq.std(0) / math.sqrt(R_MOMENT)
+        assert torch.all((gq.mean(0) - aq).abs() <= Z_MEAN * seq + 1e-12)
+        sqq = gq.square().sum(1)
+        target = d * float(aq.square().sum())
+        assert abs(float(sqq.mean()) - target) <= Z_MEAN * float(sqq.std() / math.sqrt(R_MOMENT)) + 1e-9 * target

@@ -36,6 +36,17 @@ def test_manifest_and_epoch_summary(quick_out):
         assert s["largest_empirical_over_bound"] <= 1.0, fam
 
 
+
+def test_heterogeneity_summary(quick_out):
+    """Corollary 3's exact schedule on the heterogeneous ramp: a theorem check (every T_emp/T_bound <= 1,
+    every seed reaches eps) and the slope falls by more than 1 from varsigma = 1 to varsigma = 0."""
+    summary = json.loads((quick_out / "heterogeneity.json").read_text())
+    for key, s in summary.items():
+        assert s["all_seeds_reached_eps"] and s["largest_empirical_over_bound"] <= 1.0, key
+    assert summary["1"]["slope"] > summary["0"]["slope"] + 1.2
+    assert set(summary["1"]["binding_terms"]) == {"T_het"} and set(summary["0"]["binding_terms"]) == {"T_cap"}
+
+
 def test_second_call_uses_the_cache(quick_out):
     assert main(["--quick", "--out", str(quick_out), "--only", "variance_slope"]) == 0
     man = json.loads((quick_out / "manifest.json").read_text())

@@ -1,4 +1,4 @@
-"""The five default figures: compute (numbers) and plot (PNG + CSV of the plotted numbers)."""
+"""The default figures: compute (numbers) and plot (PNG + CSV of the plotted numbers)."""
 from __future__ import annotations
 
 import math
@@ -272,6 +272,79 @@ def _local_plot(res: dict, out: Path) -> None:
     write_csv(out / "local_smoothness.csv", ["function", "grad_norm", "hess_norm", "certified_bound"], rows)
 
 
+# -- heterogeneity (Theorem 2, Corollaries 3-4) ------------------------------------------------------
+def _hetero_params(quick: bool) -> dict:
+    # the heterogeneous ramp under Corollary 3's exact schedule (a theorem check: every T_emp/T_bound <= 1);
+    # with d_x = 2, q = 1 the heterogeneity term binds for eps < 0.88 varsigma, the caps (eps^-2) above
+    return {"family": "hetero", "family_params": {"dx": 2, "n": 2, "delta": 1.0},
+            "varsigmas": [1.0, 0.0] if quick else [1.0, 0.5, 0.4, 0.0],
+            "eps_grid": [0.5, 0.42, 0.36] if quick else [0.5, 0.42, 0.36, 0.3],
+            "replicates": 2 if quick else 8, "seed": 0, "law": "sphere", "q": 1}
+
+
+def _hetero_compute(p: dict) -> dict:
+    out = {}
+    for vs in p["varsigmas"]:
+        m = epoch_complexity(p["family"], p["eps_grid"], {**p["family_params"], "varsigma": vs},
+                             replicates=p["replicates"], seed=p["seed"], law=p["law"], schedule="corollary3",
+                             q=p["q"])
+        out[f"{vs:g}"] = {"varsigma": vs, "slope": m.measured, "bound_slope": m.bound, **m.details}
+    return out
+
+
+def _hetero_plot(res: dict, out: Path) -> None:
+    data = res["data"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10.5, 4.2), gridspec_kw={"width_ratios": [1.5, 1]})
+    rows, summary = [], {}
+    for k, (key, d) in enumerate(data.items()):
+        color = f"C{k}"
+        eps = np.array([r["eps"] for r in d["rows"]])
+        t = np.array([r["T_emp_mean"] for r in d["rows"]])
+        tb = np.array([r["T_bound"] for r in d["rows"]], float)
+        ci = d["slope_ci95"]
+        ax.plot(1 / eps, t, "o-", color=color,
+                label=rf"$\varsigma$={d['varsigma']:g}: slope {d['slope']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]")
+        ax.plot(1 / eps, tb, ls="--", color=color, alpha=0.6)
+        for r in d["rows"]:
+            rows.append([d["varsigma"], r["eps"], r["T_emp_mean"], r["T_emp_min"], r["T_emp_max"], r["T_bound"],
+                         r["ratio_max"], r["binding_term"], r["all_reached"]])
+        summary[key] = {"varsigma": d["varsigma"], "slope": d["slope"], "slope_ci95": ci,
+                        "bound_slope": d["bound_slope"], "largest_empirical_over_bound": d["ratio_max"],
+                        "all_seeds_reached_eps": d["all_reached"], "eps_grid": eps.tolist(),
+                        "binding_terms": [r["binding_term"] for r in d["rows"]], "replicates": d["replicates"]}
+    ax.plot([], [], "k--", alpha=0.6, label=r"dashed: Corollary 3's $T_{bound}$ (same colour)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$1/\varepsilon$")
+    ax.set_ylabel(r"epochs to $\|\nabla F(z_t)\|\leq\varepsilon$ (mean of seeds)")
+    ax.set_title("Heterogeneous ramp under Corollary 3's schedule", fontsize=10)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left")
+    vs = np.array([d["varsigma"] for d in data.values()])
+    sl = np.array([d["slope"] for d in data.values()])
+    lo = np.array([d["slope_ci95"][0] for d in data.values()])
+    hi = np.array([d["slope_ci95"][1] for d in data.values()])
+    bsl = np.array([d["bound_slope"] for d in data.values()])
+    ax2.errorbar(vs, sl, yerr=[sl - lo, hi - sl], fmt="o-", color="C0", capsize=3, label="measured slope (95% CI)")
+    ax2.plot(vs, bsl, "s--", color="C1", alpha=0.7, label=r"slope of $T_{bound}$ on the same grid")
+    ax2.axhline(4, color="gray", lw=0.8, ls=":")
+    ax2.axhline(2, color="gray", lw=0.8, ls=":")
+    ax2.set_xlabel(r"heterogeneity $\varsigma$ ($\varsigma_x^2=\varsigma^2$, $\varsigma_y=0$)")
+    ax2.set_ylabel(r"slope of $\log T$ vs $\log(1/\varepsilon)$")
+    ax2.set_title(r"$\varepsilon^{-4}$ (heterogeneity) $\to$ $\varepsilon^{-2}$ (interpolation)", fontsize=10)
+    ax2.set_ylim(1, 5)
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, out / "heterogeneity.png")
+    plt.close(fig)
+    write_csv(out / "heterogeneity.csv", ["varsigma", "eps", "T_emp_mean", "T_emp_min", "T_emp_max", "T_bound",
+                                          "ratio_max", "binding_term", "all_reached"], rows)
+    write_json(out / "heterogeneity.json", summary)
+
+
 FIGURES = {
     f.name: f for f in [
         Figure("convergence", _convergence_compute, _convergence_plot, _convergence_params),
@@ -279,6 +352,7 @@ FIGURES = {
         Figure("step_plane", _plane_compute, _plane_plot, _plane_params),
         Figure("variance_slope", _variance_compute, _variance_plot, _variance_params),
         Figure("local_smoothness", _local_compute, _local_plot, _local_params),
+        Figure("heterogeneity", _hetero_compute, _hetero_plot, _hetero_params),
     ]
 }
 

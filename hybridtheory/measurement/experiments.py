@@ -92,7 +92,7 @@ def ergodic_bound_check(problem: FiniteSumProblem, eta_x: float, eta_y: float, m
 def epoch_complexity(family: str, eps_grid: Sequence[float], family_params: dict | None = None,
                      replicates: int = 8, seed: int = 0, step_scale: float = 1.0, rho: float = 1.0,
                      law: str = "sphere", max_epochs: int | None = None, n_boot: int = 2000,
-                     progress: bool = False) -> Measurement:
+                     progress: bool = False, schedule: str = "corollary1", q: int = 1) -> Measurement:
     r"""Epochs to :math:`\|\nabla F(z_t)\|\le\varepsilon` under Corollary 1's schedule, over an eps grid.
 
     For each eps: build ``make(family, eps=eps, **family_params)`` (families without an eps
@@ -105,6 +105,10 @@ def epoch_complexity(family: str, eps_grid: Sequence[float], family_params: dict
     <= 1 is expected. ``step_scale > 1`` (larger steps, still under the caps) measures the *shape*
     of T(eps) faster; its ratios are reported but are not a check of the corollary.
 
+    ``schedule="corollary3"`` uses Theorem 2's schedule instead (heterogeneity, no gradient bound;
+    ``proofs/07-theorem2.md``) with the family's certified ``varsigma_x_sq``, ``varsigma_y_sq`` and ``q``
+    queries per step, and checks Theorem 2's caps.
+
     Returns measured = fitted slope of log mean T_emp vs log(1/eps), bound = fitted slope of
     T_bound (4 in the noise-dominated regime); ``details`` has the per-eps table, the bootstrap CI,
     the largest T_emp/T_bound ratio and whether every seed reached eps.
@@ -116,14 +120,24 @@ def epoch_complexity(family: str, eps_grid: Sequence[float], family_params: dict
         problem = make(family, **({"eps": eps} if takes_eps else {}), **family_params)
         c = problem.constants()
         delta = problem.initial_gap()
-        sched = bounds.corollary1_schedule(c, problem.n, problem.dx, eps, delta, rho, law)
+        if schedule == "corollary1":
+            sched = bounds.corollary1_schedule(c, problem.n, problem.dx, eps, delta, rho, law)
+            cap_x, cap_y = bounds.step_caps(c, problem.n)
+        elif schedule == "corollary3":
+            if not c.bounded_heterogeneity:
+                raise bounds.BoundError(f"family {family!r} certifies no heterogeneity bound (varsigma_x_sq, "
+                                        "varsigma_y_sq): Corollary 3 does not apply")
+            sched = bounds.corollary3_schedule(c, problem.n, problem.dx, eps, delta, c.varsigma_x_sq,
+                                               c.varsigma_y_sq, rho, q, law)
+            cap_x, cap_y = bounds.theorem2_caps(c, problem.n, problem.dx, q, law)
+        else:
+            raise ValueError(f"schedule must be 'corollary1' or 'corollary3', got {schedule!r}")
         eta_x, eta_y = step_scale * sched.eta_x, step_scale * sched.eta_y
-        cap_x, cap_y = bounds.step_caps(c, problem.n)
-        if eta_x > cap_x or eta_y > cap_y:
-            raise bounds.BoundError(f"step_scale={step_scale} pushes eta past Theorem 1's caps at eps={eps}")
+        if eta_x > cap_x * (1 + 1e-12) or eta_y > cap_y * (1 + 1e-12):
+            raise bounds.BoundError(f"step_scale={step_scale} pushes eta past the theorem's caps at eps={eps}")
         cap = int(max_epochs if max_epochs is not None else sched.T)
         cfg = RunConfig(method="hybrid", eta_x=eta_x, eta_y=eta_y, mu=sched.mu, law=law, epochs=cap,
-                        replicates=replicates, seed=seed, stop_eps=eps)
+                        replicates=replicates, seed=seed, stop_eps=eps, queries=q)
         traj = run(problem, cfg, record_every=max(1, cap), progress=progress, desc=f"{family} eps={eps:g}")
         t_emp = epochs_to_eps(traj)
         reached = ~np.isnan(t_emp)
@@ -143,7 +157,7 @@ def epoch_complexity(family: str, eps_grid: Sequence[float], family_params: dict
         "family": family, "family_params": family_params, "rows": rows, "slope_ci95": ci,
         "ratio_max": max(r["ratio_max"] for r in rows), "all_reached": all(r["all_reached"] for r in rows),
         "step_scale": step_scale, "theorem_check": step_scale == 1.0, "replicates": replicates,
-        "seed": seed, "law": law, "rho": rho})
+        "seed": seed, "law": law, "rho": rho, "schedule": schedule, "q": q})
 
 
 # -- M4 -------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ with :math:`x\in\mathbb R^{d_x}` (:math:`d_x\ge 2`) and :math:`y\in\mathbb R`.
   :math:`L_x = 1` (:math:`h'' \le 2\varepsilon`), :math:`L_c = 0`, :math:`(L_0, L_1) = (c_y^2/4, 0)`
   (:math:`\ell'' \le 1/4`), :math:`G_x = \sqrt{1+\beta^2}`, :math:`G_y = c_y`,
   :math:`F^* = \log 2` (attained at :math:`x_1 = 0, y = 0`).
+* Heterogeneity (Theorem 2): :math:`\varsigma_x^2 = \beta^2` and :math:`\varsigma_y^2 = c_y^2/4`, both exact
+  at every point (:math:`\nabla_y f_i - \nabla_y F = \pm\frac{c_y}2(\sigma(c_yy) + \sigma(-c_yy)) = \pm\frac{c_y}2`).
 * Start: :math:`x_1` solves :math:`h_\varepsilon(x_1) = \Delta`, all other coordinates 0, so
   :math:`F(z_0) - F^* = \Delta` exactly.
 
@@ -91,7 +93,10 @@ class Ramp(FiniteSumProblem):
         return HGSConstants(L_x=1.0, L_c=0.0, L0=self.c_y**2 / 4, L1=0.0,
                             G_x=math.sqrt(1 + self.beta**2), G_y=self.c_y, F_lower=math.log(2),
                             region="global (class constants for every eps <= 1/2)",
-                            source="THEORY.md C.5; proofs/")
+                            source="THEORY.md C.5; proofs/",
+                            # x: the +-beta x_2 terms deviate by exactly beta; y: the two logistic
+                            # gradients deviate from their mean by exactly c_y/2 (proofs/07-theorem2.md)
+                            varsigma_x_sq=self.beta**2, varsigma_y_sq=self.c_y**2 / 4)
 
     def initial_point(self, batch_shape=()):
         r = 1 + self.delta0 / (2 * self.eps)
