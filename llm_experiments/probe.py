@@ -308,11 +308,13 @@ def probe_model_now(model, probe_batches_cpu: Sequence[dict], settings: ProbeSet
 
 
 def run_probe(cfg, checkpoints: Sequence[int], settings: ProbeSettings, out_dir: str | Path, splits=None,
-              eps: float = 0.1, figures: bool = True) -> dict:
+              eps: float = 0.1, figures: bool = True, spec=None) -> dict:
     """Train ``cfg``'s method for ``max(checkpoints)`` steps and probe at each checkpoint (0 = before training).
 
     The probe set is the first ``settings.examples`` training examples; ``cfg.steps`` is replaced by the last
-    checkpoint. Writes ``out_dir/probe.json`` (atomically) and, with ``figures``, the two figures.
+    checkpoint. Writes ``out_dir/probe.json`` (atomically) and, with ``figures``, the two figures. ``splits``
+    and ``spec`` (a :class:`~llm_experiments.tasks.TaskSpec`) may be given directly (generated tasks);
+    otherwise they come from ``cfg.task`` and ``cfg.data``.
     """
     from hybridtheory.io import atomic_write_json
 
@@ -330,7 +332,7 @@ def run_probe(cfg, checkpoints: Sequence[int], settings: ProbeSettings, out_dir:
         raise UserError(f"the probe needs a PEFT module (the adapter block y); method {cfg.method} has none: "
                         "use hybrid, fo-peft or zo-peft")
     cfg = dataclasses.replace(cfg, steps=max(checkpoints[-1], 1)).validate()
-    spec = get_task(cfg.task)
+    spec = spec or get_task(cfg.task)
     device = resolve_device(cfg.device)
     model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code)
     if splits is None:
