@@ -45,6 +45,10 @@ class TrainConfig:
                                "on tiny models)", DTYPES)
     trust_remote_code: bool = _f(False, "allow model code from the Hub (off: never runs remote code)")
     device: str = _f("auto", "auto (cuda if available), cpu or cuda", DEVICES)
+    device_map: str = _f("none", "auto: split the model's layers over this node's GPUs (model parallel, as MeZO); "
+                                 "none: the whole model on --device", ("none", "auto"))
+    gradient_checkpointing: bool = _f(False, "recompute each block's activations in the FO backward (less memory, "
+                                             "one more forward of the FO pass)")
     dist_timeout_s: float = _f(600.0, "distributed runs (torchrun / accelerate launch): seconds a collective may wait "
                                       "for the other ranks before the run stops with one line")
     # task and data
@@ -127,6 +131,8 @@ class TrainConfig:
         if self.zo_difference == "forward" and self.fo_dropout and self.method == "hybrid":
             raise UserError("zo_difference=forward reuses the FO pass's loss as f(x); that needs a deterministic FO "
                             "pass: drop --fo-dropout or use --zo-difference central")
+        if self.device_map != "none" and self.device == "cpu":
+            raise UserError("device_map=auto places layers on GPUs; with --device cpu leave --device-map none")
         if self.save_model == "merged" and self.uses_peft and self.peft in ("prefix", "prompt"):
             raise UserError(f"save_model=merged needs a mergeable adapter (lora, ia3), not {self.peft}; use separate")
         return self

@@ -161,7 +161,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     from .distributed import init_world
     from .data import encode_for_training, load_splits
     from .evaluation import evaluate
-    from .models import attach_peft, load_model_and_tokenizer, split_parameters
+    from .models import attach_peft, checkpoint_layers, input_device, load_model_and_tokenizer, split_parameters
     from .tasks import get_task
     from .trainer import LoopHooks, Trainer, train_loop
 
@@ -173,7 +173,11 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     run_dir = Path(cfg.output_dir)
     if not resume and (run_dir / "results.json").exists():
         raise UserError(f"run folder {str(run_dir)!r} already holds a finished run; choose another --output-dir")
-    model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code)
+    if cfg.device_map != "none" and world.distributed:
+        raise UserError("device_map=auto splits one model over this node's GPUs; it cannot be combined with several "
+                        "ranks (torchrun / accelerate launch): use one or the other")
+    model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code,
+                                                device_map=None if cfg.device_map == "none" else cfg.device_map)
     if splits is None:
         splits = load_splits(spec, source=cfg.data, n_train=cfg.n_train, n_dev=cfg.n_dev, n_eval=cfg.n_eval,
                              seed=cfg.data_seed)
@@ -184,7 +188,12 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
         model = attach_peft(model, cfg.peft, seed=cfg.seed, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                             lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
                             num_virtual_tokens=cfg.num_virtual_tokens)
-    model.to(device)
+    if cfg.device_map == "none":
+        model.to(device)
+    else:  # layers stay where accelerate placed them; inputs go to the first one
+        device = input_device(model)
+    if cfg.gradient_checkpointing:
+        checkpoint_layers(model)
     split = split_parameters(model)
     encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length)
     if not encoded:
@@ -232,7 +241,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
                 "n_eval": len(splits.eval), "params": {"base": split.numel("base"), "adapter": split.numel("adapter")},
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
                 "base_master": trainer.master_dtype, "dtype": cfg.dtype,
-                "world": {"size": world.size, "backend": world.backend}}
+                "world": {"size": world.size, "backend": world.backend},
+                "param_devices": sorted({str(p.device) for p in model.parameters()})}
     if main:
         atomic_write_json(run_dir / "run.json", run_info)
     if trainer.state.step == 0:
