@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["candidate_logprobs", "classification_loss", "lm_loss", "objective_loss_fn"]
+__all__ = ["candidate_logprobs", "classification_loss", "lm_loss", "objective_loss_fn", "per_example_losses"]
 
 
 @contextmanager
@@ -94,6 +94,19 @@ def lm_loss(model, batch: dict) -> torch.Tensor:
     starts = torch.cumsum(batch["num_candidates"], 0) - batch["num_candidates"]
     gold = (starts + batch["labels"]).to(sums.device)
     return -sums[gold].sum() / counts[gold].sum()
+
+
+def per_example_losses(model, batch: dict, objective: str) -> torch.Tensor:
+    """Each example's loss, shape ``(B,)``: its cross-entropy over candidates (``classification``) or its gold
+    continuation's mean NLL (``lm``; the batch loss averages over tokens instead, equal for equal lengths)."""
+    sums, counts = candidate_logprobs(model, batch)
+    per = batch["num_candidates"]
+    labels = batch["labels"].to(sums.device)
+    if objective == "classification":
+        means = (sums / counts).view(len(per), int(per[0]))
+        return torch.nn.functional.cross_entropy(means, labels, reduction="none")
+    gold = (torch.cumsum(per, 0) - per).to(sums.device) + labels
+    return -sums[gold] / counts[gold]
 
 
 def objective_loss_fn(objective: str):
