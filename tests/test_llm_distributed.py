@@ -109,7 +109,7 @@ def launch(args: list[str], nproc: int = 2, rank_programs: dict | None = None) -
     return out
 
 
-def state_tensors(run_dir: Path, which: str = "last_state") -> dict:
+def state_tensors(run_dir: Path, which: str = "checkpoint/state") -> dict:
     from safetensors.torch import load_file
     return load_file(str(run_dir / which / "params.safetensors"))
 
@@ -127,7 +127,7 @@ def assert_same_run(one: Path, two: Path) -> None:
     res = [json.loads((d / "results.json").read_text()) for d in (one, two)]
     assert res[0]["selected_step"] == res[1]["selected_step"]
     assert res[0]["eval"]["accuracy"] == res[1]["eval"]["accuracy"]
-    for which in ("last_state", "best_state"):
+    for which in ("checkpoint/state", "checkpoint/best"):
         assert (one / which).is_dir() == (two / which).is_dir()
         if not (one / which).is_dir():
             continue
@@ -217,7 +217,7 @@ def test_killed_rank_stops_the_run_with_one_line_and_it_resumes_at_world_size_tw
     errors = [line for line in first[0].stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: rank 0 of 2: collective"), first[0].stderr[-2000:]
     assert "Traceback" not in first[0].stderr
-    assert json.loads((split / "last_state" / "state.json").read_text())["step"] == 2
+    assert json.loads((split / "checkpoint" / "state" / "state.json").read_text())["step"] == 2
     assert not (split / "results.json").exists()
     # resumed through accelerate's launcher (on CPU its --multi_gpu mode is the one that starts N processes)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -248,14 +248,15 @@ def test_device_map_auto_and_gradient_checkpointing_reproduce_the_plain_run(asse
 
 def test_checkpointed_blocks_recompute_in_the_fo_backward_only(assets):
     from llm_experiments.config import TrainConfig
-    from llm_experiments.data import collate, encode_for_training
+    from llm_experiments.data import collate_candidates, encode_for_training
     from llm_experiments.models import attach_peft, checkpoint_layers, split_parameters
+    from llm_experiments.scoring import classification_loss
     from llm_experiments.tasks import get_task
     from llm_experiments.trainer import ModelOracle, PhaseClock, Trainer
 
     tok = tiny_tokenizer()
     encoded = encode_for_training(generate_task_examples("sst2", 8, seed=0), tok, get_task("sst2"), 64)
-    batch = collate(encoded, tok.pad_token_id)
+    batch = collate_candidates(encoded, tok.pad_token_id)
     runs = {}
     for checkpointed in (False, True):
         model = attach_peft(tiny_model("opt", tok), "lora")
@@ -267,7 +268,7 @@ def test_checkpointed_blocks_recompute_in_the_fo_backward_only(assets):
             assert checkpoint_layers(model) == len(blocks)
         cfg = TrainConfig(model="tiny", method="hybrid", progress=False).validate()
         trainer = Trainer(model, split_parameters(model), cfg, n_train=8, device=torch.device("cpu"))
-        oracle = ModelOracle(model, [batch], False, lambda: None, PhaseClock(torch.device("cpu")))
+        oracle = ModelOracle(model, [batch], False, lambda: None, PhaseClock(torch.device("cpu")), classification_loss)
         adapter = trainer.groups[1].params
         oracle.loss()
         zo_calls = len(calls)
