@@ -125,15 +125,16 @@ def test_tiny_model_mirrored_master_equals_in_place_reference():
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     from llm_experiments.config import TrainConfig
-    from llm_experiments.data import collate, encode_for_training
+    from llm_experiments.data import collate_candidates, encode_for_training
     from llm_experiments.models import attach_peft, split_parameters
+    from llm_experiments.scoring import lm_loss
     from llm_experiments.tasks import get_task
     from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer
     from llm_experiments.trainer import Trainer
 
     tok = tiny_tokenizer()
-    enc = encode_for_training(generate_task_examples("sst2", 16, seed=0), tok, get_task("sst2"), 64)
-    batch = [{k: v for k, v in collate(enc[:8], tok.pad_token_id).items()}]
+    enc = encode_for_training(generate_task_examples("sst2", 16, seed=0), tok, get_task("sst2"), 64, objective="lm")
+    batch = [collate_candidates(enc[:8], tok.pad_token_id)]
     for method in ("zo-full", "hybrid"):
         trainers = []
         for master in ("none", "float64"):
@@ -142,7 +143,8 @@ def test_tiny_model_mirrored_master_equals_in_place_reference():
             model = tiny_model("opt", tok).double()
             if cfg.uses_peft:
                 model = attach_peft(model, cfg.peft)
-            trainers.append(Trainer(model, split_parameters(model), cfg, n_train=16, device=torch.device("cpu")))
+            trainers.append(Trainer(model, split_parameters(model), cfg, n_train=16, device=torch.device("cpu"),
+                                    loss_fn=lm_loss))
         ref, fused = trainers
         assert fused.master_pairs and not ref.master_pairs
         start = [p.detach().clone() for p in ref.groups[0].params]
