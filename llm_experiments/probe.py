@@ -3,8 +3,9 @@ r"""Probe a language model's loss for the theory's constants, at step 0 and at c
 The theory (``hybridtheory.assumptions``, ``hybridtheory.bounds``) assumes a loss that is smooth in the base
 weights ``x`` (the ZO block) and generalized-smooth in the adapter ``y`` (the FO block). This module measures
 the corresponding quantities on a causal LM with a PEFT module, on a fixed *probe set* of ``n`` training
-examples, :math:`F(x, y) = \frac1n\sum_i f_i(x, y)` with :math:`f_i` the mean negative log-likelihood of
-example ``i``'s answer tokens (the training objective's per-example form):
+examples, :math:`F(x, y) = \frac1n\sum_i f_i(x, y)` with :math:`f_i` example ``i``'s loss under the run's
+training objective (``scoring.per_example_losses``: cross-entropy over its candidates for ``classification``,
+the mean negative log-likelihood of its gold answer tokens for ``lm``):
 
 * per block: the dominant eigenvalue of ``H_xx`` (base) and ``H_yy`` (adapter) and the spectral norm of the
   cross block ``H_xy``, by power iteration on exact Hessian-vector products
@@ -140,7 +141,8 @@ class BlockLoss:
         self.x0 = [p.detach() for p in split.tensors("base")]
         self.y0 = [p.detach() for p in split.tensors("adapter")]
         self.batches = list(batches)
-        self.n = sum(int(b["input_ids"].shape[0]) for b in self.batches)
+        # examples: task batches (data.collate_candidates) carry one label per example, token batches one row
+        self.n = sum(int(b["labels"].shape[0] if "labels" in b else b["input_ids"].shape[0]) for b in self.batches)
         if self.n == 0:
             raise ValueError("the probe set is empty")
 
@@ -297,14 +299,14 @@ def _float_copy(model, dtype: torch.dtype):
     return clone
 
 
-def probe_model_now(model, probe_batches_cpu: Sequence[dict], settings: ProbeSettings, device) -> dict:
+def probe_model_now(model, probe_batches_cpu: Sequence[dict], settings: ProbeSettings, device, loss_fn=None) -> dict:
     """Probe a float copy of ``model`` (the training model is not touched) on the probe batches."""
     from .models import split_parameters
 
     dtype = torch.float64 if settings.dtype == "float64" else torch.float32
     clone = _float_copy(model, dtype)
     batches = [{k: v.to(device) for k, v in b.items()} for b in probe_batches_cpu]
-    return probe_point(BlockLoss(clone, split_parameters(clone), batches), settings)
+    return probe_point(BlockLoss(clone, split_parameters(clone), batches, loss_fn=loss_fn), settings)
 
 
 def run_probe(cfg, checkpoints: Sequence[int], settings: ProbeSettings, out_dir: str | Path, splits=None,
@@ -318,10 +320,11 @@ def run_probe(cfg, checkpoints: Sequence[int], settings: ProbeSettings, out_dir:
     """
     from hybridtheory.io import atomic_write_json
 
-    from .data import collate, encode_for_training, load_splits
+    from .data import collate_candidates, encode_for_training, load_splits
     from .models import attach_peft, load_model_and_tokenizer, split_parameters
     from .runs import environment, resolve_device
-    from .tasks import get_task
+    from .scoring import objective_loss_fn, per_example_losses
+    from .tasks import get_task, resolve_objective
     from .trainer import Trainer, split_micro_batches
 
     settings.validate()
@@ -332,7 +335,8 @@ def run_probe(cfg, checkpoints: Sequence[int], settings: ProbeSettings, out_dir:
         raise UserError(f"the probe needs a PEFT module (the adapter block y); method {cfg.method} has none: "
                         "use hybrid, fo-peft or zo-peft")
     cfg = dataclasses.replace(cfg, steps=max(checkpoints[-1], 1)).validate()
-    spec = spec or get_task(cfg.task)
+    spec = spec or get_task(cfg.task, cfg.winogrande_scoring)
+    objective = resolve_objective(spec, cfg.objective)  # the probe measures the loss the run trains on
     device = resolve_device(cfg.device)
     model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code)
     if splits is None:
@@ -342,22 +346,25 @@ def run_probe(cfg, checkpoints: Sequence[int], settings: ProbeSettings, out_dir:
                         lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
                         num_virtual_tokens=cfg.num_virtual_tokens)
     model.to(device)
-    encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length)
+    encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length, objective)
     if len(encoded) < 2:
         raise UserError(f"task {cfg.task}: the probe needs at least 2 training examples, got {len(encoded)}")
     pad = tokenizer.pad_token_id
     probe_set = encoded[:settings.examples]
-    probe_batches = [collate(probe_set[i:i + settings.batch_size], pad)
+    probe_batches = [collate_candidates(probe_set[i:i + settings.batch_size], pad)
                      for i in range(0, len(probe_set), settings.batch_size)]
-    trainer = Trainer(model, split_parameters(model), cfg, len(encoded), device)
+    trainer = Trainer(model, split_parameters(model), cfg, len(encoded), device,
+                      loss_fn=objective_loss_fn(objective))
     points, losses = [], []
     for target in checkpoints:
         while trainer.state.step < target:
             batch = [encoded[i] for i in trainer.next_indices(cfg.batch_size)]
-            micro = split_micro_batches(batch, min(cfg.micro_batches, len(batch)), lambda c: collate(c, pad), device)
+            micro = split_micro_batches(batch, min(cfg.micro_batches, len(batch)),
+                                        lambda c: collate_candidates(c, pad), device)
             trainer.state.examples_seen += len(batch)
             losses.append(trainer.step(micro)["loss"])
-        point = probe_model_now(model, probe_batches, settings, device)
+        point = probe_model_now(model, probe_batches, settings, device,
+                                loss_fn=lambda m, b: per_example_losses(m, b, objective))
         point["step"] = trainer.state.step
         point["displacement"] = trainer.displacement() if cfg.track_displacement else {}
         points.append(point)
