@@ -3,8 +3,9 @@ r"""Probe a language model's loss for the theory's constants, at step 0 and at c
 The theory (``hybridtheory.assumptions``, ``hybridtheory.bounds``) assumes a loss that is smooth in the base
 weights ``x`` (the ZO block) and generalized-smooth in the adapter ``y`` (the FO block). This module measures
 the corresponding quantities on a causal LM with a PEFT module, on a fixed *probe set* of ``n`` training
-examples, :math:`F(x, y) = \frac1n\sum_i f_i(x, y)` with :math:`f_i` the mean negative log-likelihood of
-example ``i``'s answer tokens (the training objective's per-example form):
+examples, :math:`F(x, y) = \frac1n\sum_i f_i(x, y)` with :math:`f_i` example ``i``'s loss under the run's
+training objective (``scoring.per_example_losses``: cross-entropy over its candidates for ``classification``,
+the mean negative log-likelihood of its gold answer tokens for ``lm``):
 
 * per block: the dominant eigenvalue of ``H_xx`` (base) and ``H_yy`` (adapter) and the spectral norm of the
   cross block ``H_xy``, by power iteration on exact Hessian-vector products
@@ -140,7 +141,8 @@ class BlockLoss:
         self.x0 = [p.detach() for p in split.tensors("base")]
         self.y0 = [p.detach() for p in split.tensors("adapter")]
         self.batches = list(batches)
-        self.n = sum(int(b["input_ids"].shape[0]) for b in self.batches)
+        # examples: task batches (data.collate_candidates) carry one label per example, token batches one row
+        self.n = sum(int(b["labels"].shape[0] if "labels" in b else b["input_ids"].shape[0]) for b in self.batches)
         if self.n == 0:
             raise ValueError("the probe set is empty")
 
@@ -262,30 +264,47 @@ def probe_constants(points: Sequence[dict], fit: dict):
 
 def theory_settings(points: Sequence[dict], fit: dict, n_components: int, eps: float = 0.1,
                     law: str = "gaussian") -> dict:
-    """Theorem 1's step caps and Corollary 1's schedule from the probe's constants.
+    """Step sizes and ``mu`` from the probe's constants through :mod:`hybridtheory.bounds`.
 
-    ``n_components`` is the number of minibatch steps per epoch (each minibatch loss is one component ``f_i``
-    of the theory's finite sum). Corollary 1 is evaluated twice: with the full base dimension ``d_x`` and with
-    the measured effective rank in its place (the effective-dimension reading of Lemma 2). ``delta`` is the
-    step-0 probe loss (F_lower = 0).
+    * Theorem 1's caps (``eta_x_cap``, ``eta_y_cap``) and Corollary 1's schedule (bounded gradients; sphere or
+      Gaussian law; a Rademacher run is read with the Gaussian expressions);
+    * Theorem 2's caps and Corollary 3's schedule (heterogeneity instead of bounded gradients, with the
+      measured ``varsigma^2`` per block, max over checkpoints), under the run's own law.
+
+    Each schedule is evaluated twice: with the full base dimension ``d_x`` and with the measured effective
+    rank in its place (the effective-dimension reading of Lemma 2). ``n_components`` is the number of minibatch
+    steps per epoch (each minibatch loss is one component of the theory's finite sum). ``delta`` is the step-0
+    probe loss (F_lower = 0).
     """
     from hybridtheory import bounds
 
     c = probe_constants(points, fit)
     eta_x, eta_y = bounds.step_caps(c, n_components)
     out = {"constants": c.to_dict(), "n_components": n_components, "eps": eps, "law": law,
-           "eta_x_cap": eta_x, "eta_y_cap": eta_y, "corollary1": {}}
+           "eta_x_cap": eta_x, "eta_y_cap": eta_y, "corollary1": {}, "theorem2": {}}
     delta = max(points[0]["loss"], 1e-12)
-    dims = {"d_x": points[0]["dims"]["base"],
-            "effective_rank": max(1, round(max(p["effective_rank"]["base"] for p in points
-                                               if math.isfinite(p["effective_rank"]["base"]))))}
+    ranks = [p["effective_rank"]["base"] for p in points if math.isfinite(p["effective_rank"]["base"])]
+    dims = {"d_x": points[0]["dims"]["base"], "effective_rank": max(1, round(max(ranks))) if ranks else 1}
+    law1 = "sphere" if law == "sphere" else "gaussian"
+    vx = max(p["heterogeneity"]["base"] for p in points)
+    vy = max(p["heterogeneity"]["adapter"] for p in points)
     for key, dx in dims.items():
         try:
-            s = bounds.corollary1_schedule(c, n_components, int(dx), eps=eps, delta=delta, law=law)
-            out["corollary1"][key] = {"dx": int(dx), "mu": s.mu, "eta_x": s.eta_x, "eta_y": s.eta_y, "T": s.T,
-                                      "binding": s.binding}
+            s = bounds.corollary1_schedule(c, n_components, int(dx), eps=eps, delta=delta, law=law1)
+            out["corollary1"][key] = {"dx": int(dx), "law": law1, "mu": s.mu, "eta_x": s.eta_x, "eta_y": s.eta_y,
+                                      "T": s.T, "binding": s.binding}
         except bounds.BoundError as exc:
             out["corollary1"][key] = {"dx": int(dx), "error": str(exc)}
+        if hasattr(bounds, "corollary3_schedule"):
+            try:
+                cx, cy = bounds.theorem2_caps(c, n_components, int(dx), law=law)
+                s2 = bounds.corollary3_schedule(c, n_components, int(dx), eps=eps, delta=delta, varsigma_x_sq=vx,
+                                                varsigma_y_sq=vy, law=law)
+                out["theorem2"][key] = {"dx": int(dx), "law": law, "eta_x_cap": cx, "eta_y_cap": cy, "mu": s2.mu,
+                                        "eta_x": s2.eta_x, "eta_y": s2.eta_y, "T": s2.T, "binding": s2.binding,
+                                        "varsigma_x_sq": vx, "varsigma_y_sq": vy}
+            except bounds.BoundError as exc:
+                out["theorem2"][key] = {"dx": int(dx), "error": str(exc)}
     return out
 
 
@@ -297,14 +316,14 @@ def _float_copy(model, dtype: torch.dtype):
     return clone
 
 
-def probe_model_now(model, probe_batches_cpu: Sequence[dict], settings: ProbeSettings, device) -> dict:
+def probe_model_now(model, probe_batches_cpu: Sequence[dict], settings: ProbeSettings, device, loss_fn=None) -> dict:
     """Probe a float copy of ``model`` (the training model is not touched) on the probe batches."""
     from .models import split_parameters
 
     dtype = torch.float64 if settings.dtype == "float64" else torch.float32
     clone = _float_copy(model, dtype)
     batches = [{k: v.to(device) for k, v in b.items()} for b in probe_batches_cpu]
-    return probe_point(BlockLoss(clone, split_parameters(clone), batches), settings)
+    return probe_point(BlockLoss(clone, split_parameters(clone), batches, loss_fn=loss_fn), settings)
 
 
 def run_probe(cfg, checkpoints: Sequence[int], settings: ProbeSettings, out_dir: str | Path, splits=None,
@@ -318,10 +337,11 @@ def run_probe(cfg, checkpoints: Sequence[int], settings: ProbeSettings, out_dir:
     """
     from hybridtheory.io import atomic_write_json
 
-    from .data import collate, encode_for_training, load_splits
+    from .data import collate_candidates, encode_for_training, load_splits
     from .models import attach_peft, load_model_and_tokenizer, split_parameters
     from .runs import environment, resolve_device
-    from .tasks import get_task
+    from .scoring import objective_loss_fn, per_example_losses
+    from .tasks import get_task, resolve_objective
     from .trainer import Trainer, split_micro_batches
 
     settings.validate()
@@ -332,7 +352,8 @@ def run_probe(cfg, checkpoints: Sequence[int], settings: ProbeSettings, out_dir:
         raise UserError(f"the probe needs a PEFT module (the adapter block y); method {cfg.method} has none: "
                         "use hybrid, fo-peft or zo-peft")
     cfg = dataclasses.replace(cfg, steps=max(checkpoints[-1], 1)).validate()
-    spec = spec or get_task(cfg.task)
+    spec = spec or get_task(cfg.task, cfg.winogrande_scoring)
+    objective = resolve_objective(spec, cfg.objective)  # the probe measures the loss the run trains on
     device = resolve_device(cfg.device)
     model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code)
     if splits is None:
@@ -342,41 +363,38 @@ def run_probe(cfg, checkpoints: Sequence[int], settings: ProbeSettings, out_dir:
                         lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
                         num_virtual_tokens=cfg.num_virtual_tokens)
     model.to(device)
-    encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length)
+    encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length, objective)
     if len(encoded) < 2:
         raise UserError(f"task {cfg.task}: the probe needs at least 2 training examples, got {len(encoded)}")
     pad = tokenizer.pad_token_id
     probe_set = encoded[:settings.examples]
-    probe_batches = [collate(probe_set[i:i + settings.batch_size], pad)
+    probe_batches = [collate_candidates(probe_set[i:i + settings.batch_size], pad)
                      for i in range(0, len(probe_set), settings.batch_size)]
-    trainer = Trainer(model, split_parameters(model), cfg, len(encoded), device)
+    trainer = Trainer(model, split_parameters(model), cfg, len(encoded), device,
+                      loss_fn=objective_loss_fn(objective))
     points, losses = [], []
     for target in checkpoints:
         while trainer.state.step < target:
             batch = [encoded[i] for i in trainer.next_indices(cfg.batch_size)]
-            micro = split_micro_batches(batch, min(cfg.micro_batches, len(batch)), lambda c: collate(c, pad), device)
+            micro = split_micro_batches(batch, min(cfg.micro_batches, len(batch)),
+                                        lambda c: collate_candidates(c, pad), device)
             trainer.state.examples_seen += len(batch)
             losses.append(trainer.step(micro)["loss"])
-        point = probe_model_now(model, probe_batches, settings, device)
+        point = probe_model_now(model, probe_batches, settings, device,
+                                loss_fn=lambda m, b: per_example_losses(m, b, objective))
         point["step"] = trainer.state.step
         point["displacement"] = trainer.displacement() if cfg.track_displacement else {}
         points.append(point)
     fit = fit_l0_l1([p["grad_norm"]["adapter"] for p in points], [p["local"]["L_y"] for p in points])
     n_components = max(1, math.ceil(len(encoded) / cfg.batch_size))
     result = {"config": cfg.to_dict(), "settings": asdict(settings), "checkpoints": points, "train_loss": losses,
-              "l0_l1_fit": fit, "theory": theory_settings(points, fit, n_components, eps=eps, law=_law(cfg.zo_law)),
+              "l0_l1_fit": fit, "theory": theory_settings(points, fit, n_components, eps=eps, law=cfg.zo_law),
               "environment": environment(device)}
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "probe.json", result, sort_keys=True, default=float)
     if figures:
         plot_probe(result, out_dir)
     return result
-
-
-def _law(zo_law: str) -> str:
-    # bounds knows sphere and gaussian; Rademacher directions have the sphere law's second moment scale d
-    # only up to constants, so the Gaussian expressions are used for both non-sphere laws
-    return "sphere" if zo_law == "sphere" else "gaussian"
 
 
 # ---------------------------------------------------------------------- figures
