@@ -62,7 +62,7 @@ class TrainConfig:
     dist_timeout_s: float = _f(600.0, "distributed runs (torchrun / accelerate launch): seconds a collective may wait "
                                       "for the other ranks before the run stops with one line", trajectory=False)
     # task and data
-    task: str = _f("sst2", "task name (see llm_experiments.tasks.TASKS)", kind=str)
+    task: str = _f("sst2", "task name: sst2, wsc or winogrande (llm_experiments.tasks.TASKS)", kind=str)
     data: str | None = _f(None, "local data: a folder or file (JSONL/CSV/parquet) with the task's fields; "
                                 "default: the task's HF dataset id (needs network or a cache)", kind=str)
     n_train: int = _f(1000, "training examples sampled (MeZO protocol)")
@@ -146,6 +146,8 @@ class TrainConfig:
         for name in ("n_dev", "n_eval", "eval_every", "seed", "data_seed", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"invalid {name} {getattr(self, name)!r}: must be >= 0")
+        if self.max_length < 2:
+            raise UserError(f"invalid max_length {self.max_length!r}: must be >= 2 (a context token and an answer token)")
         if self.micro_batches > self.batch_size:
             raise UserError(f"micro_batches ({self.micro_batches}) cannot exceed batch_size ({self.batch_size})")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -333,6 +335,16 @@ class GridConfig:
 
     def expand(self) -> list[TrainConfig]:
         """Every cell as a validated TrainConfig with its own output_dir."""
+        shapes = {"base": (dict, "a mapping of field: value"), "models": (list, "a list of model ids or mappings"),
+                  "tasks": (list, "a list of task names"), "task_overrides": (dict, "a mapping task: {field: value}"),
+                  "methods": (dict, "a mapping label: {field: value}"), "seeds": (list, "a list of integers, e.g. [0, 1, 2]")}
+        for key, (kind, form) in shapes.items():
+            if not isinstance(getattr(self, key), kind):
+                raise UserError(f"grid key {key} must be {form}, got {getattr(self, key)!r}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds):
+            raise UserError(f"grid key seeds must be a list of integers >= 0, got {self.seeds!r}")
+        if not all(isinstance(v, dict) or v is None for v in self.methods.values()):
+            raise UserError("grid key methods must map each label to a mapping of field: value (or nothing)")
         if not (self.models and self.tasks and self.methods and self.seeds):
             raise UserError("grid needs non-empty models, tasks, methods and seeds")
         runs = []
