@@ -31,6 +31,7 @@ SELECTIONS = ("best_dev", "last")
 SAVE_MODES = ("separate", "merged", "none")
 DEVICES = ("auto", "cpu", "cuda")
 OBJECTIVE_CHOICES = ("auto", "classification", "lm")
+LR_SCHEDULES = ("constant", "linear")
 WINOGRANDE_CHOICES = ("zo-bench", "partial")
 
 
@@ -87,6 +88,13 @@ class TrainConfig:
     lr_adapter: float = _f(1e-3, "step size of the PEFT module (FO for hybrid/fo-peft, ZO for zo-peft)")
     fo_optimizer: str = _f("sgd", "FO update: sgd (the theory's) or an inner torch.optim adam / adamw", FO_OPTIMIZERS)
     weight_decay: float = _f(0.0, "weight decay of the inner adam/adamw")
+    zo_weight_decay: float = _f(0.0, "MeZO's ZO weight decay: theta <- theta - lr (c u + wd theta) on ZO blocks, "
+                                     "biases and normalisation weights excluded")
+    lr_schedule: str = _f("constant", "step-size schedule of every block: constant, or linear (warm-up then linear "
+                                      "decay to 0, as HF's get_linear_schedule_with_warmup)", LR_SCHEDULES)
+    warmup_steps: int = _f(0, "linear warm-up steps of lr_schedule=linear")
+    max_grad_norm: float = _f(0.0, "clip the FO gradient (all FO tensors together) to this L2 norm; 0: no clipping "
+                                   "(MeZO's FO baselines: 1.0)")
     mu: float = _f(1e-3, "ZO smoothing radius (perturbation size)")
     zo_law: str = _f("gaussian", "ZO direction law (gaussian as MeZO, or sphere)", ZO_LAWS)
     zo_difference: str = _f("central", "central (2 extra forwards) or forward (1, reuses the FO loss)", ZO_DIFFERENCES)
@@ -122,7 +130,7 @@ class TrainConfig:
                 raise UserError(f"unknown {f.name} {getattr(self, f.name)!r}; choose one of: {', '.join(choices)}")
         if not self.model:
             raise UserError("no model given: pass --model with a Hugging Face id or a local folder")
-        for name in ("lr_base", "lr_adapter", "weight_decay"):
+        for name in ("lr_base", "lr_adapter", "weight_decay", "zo_weight_decay", "max_grad_norm"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise UserError(f"invalid {name} {value!r}: must be a finite number >= 0")
@@ -135,7 +143,7 @@ class TrainConfig:
                      "log_every", "lora_r", "num_virtual_tokens"):
             if getattr(self, name) < 1:
                 raise UserError(f"invalid {name} {getattr(self, name)!r}: must be >= 1")
-        for name in ("n_dev", "n_eval", "eval_every", "seed", "data_seed"):
+        for name in ("n_dev", "n_eval", "eval_every", "seed", "data_seed", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"invalid {name} {getattr(self, name)!r}: must be >= 0")
         if self.max_length < 2:
