@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from hybridtheory.algorithm import (EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step, sgd_update,
-                                    step_size_multiplier)
+                                    step_size_multiplier, zo_forwards)
 from hybridtheory.io import atomic_folder
 
 from .config import TrainConfig
@@ -60,6 +60,24 @@ METHOD_ORACLES = {
     "zo-full": ("zo", None), "zo-peft": (None, "zo"),
 }
 MASTER_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def passes_per_step(cfg: TrainConfig) -> tuple[int, int]:
+    """(forward, backward) passes over the minibatch per step of ``cfg``'s method, as ``hybrid_step`` counts
+    them (``StepInfo``): a grid cell's budget is these times its steps."""
+    base_oracle, adapter_oracle = METHOD_ORACLES[cfg.method]
+    has_fo = "fo" in (base_oracle, adapter_oracle)
+    has_zo = "zo" in (base_oracle, adapter_oracle)
+    settings = ZOSettings(mu=cfg.mu, law=cfg.zo_law, difference=cfg.zo_difference, queries=cfg.zo_queries)
+    if not has_zo:
+        return 1, 1
+    if not has_fo:
+        return zo_forwards(settings, have_f0=False), 0
+    if cfg.fo_point == "jacobi":        # FO pass at x first; its loss is the forward difference's f(x)
+        return 1 + zo_forwards(settings, have_f0=True), 1
+    if cfg.fo_point == "perturbed":     # the FO pass at x + mu u is the first ZO forward
+        return zo_forwards(settings, have_f0=False), 1
+    return zo_forwards(settings, have_f0=False) + 1, 1   # gauss_seidel: FO pass after the ZO update
 
 
 class PhaseClock:
