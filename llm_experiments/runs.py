@@ -148,6 +148,19 @@ def load_run_model(run_dir: str | Path, dtype: str | None = None):
     return model, tokenizer, cfg
 
 
+def unsharded_copy(model, state: dict, cfg: TrainConfig):
+    """A plain (unsharded, CPU) copy of a sharded model holding ``state`` (its full state dict), for saving."""
+    from .models import attach_peft, load_model_and_tokenizer
+
+    plain, _ = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code)
+    if cfg.uses_peft:
+        plain = attach_peft(plain, cfg.peft, seed=cfg.seed, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                            lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
+                            num_virtual_tokens=cfg.num_virtual_tokens)
+    plain.load_state_dict(state)
+    return plain
+
+
 # ---------------------------------------------------------------------- one run
 def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     """Load model and data, train, select on dev, evaluate once on the eval split, save. Returns results.
@@ -158,7 +171,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     from tqdm.auto import tqdm
 
     from .data import collate as collate_batch
-    from .distributed import init_world
+    from .distributed import full_state_dict, init_world, shard_model
     from .data import encode_for_training, load_splits
     from .evaluation import evaluate
     from .models import attach_peft, checkpoint_layers, input_device, load_model_and_tokenizer, split_parameters
@@ -168,7 +181,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     cfg.validate()
     spec = get_task(cfg.task)
     # torchrun / accelerate launch: one process per rank, each on its own device; rank 0 alone writes RUN/
-    world = init_world(resolve_device(cfg.device), cfg.dist_timeout_s)
+    world = init_world(resolve_device(cfg.device), cfg.dist_timeout_s, need_group=cfg.fsdp)
     device, main = world.device, world.is_main
     run_dir = Path(cfg.output_dir)
     if not resume and (run_dir / "results.json").exists():
@@ -195,6 +208,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     if cfg.gradient_checkpointing:
         checkpoint_layers(model)
     split = split_parameters(model)
+    if cfg.fsdp:  # the base becomes dim-0 shards over the ranks; the trainer perturbs and updates its shards
+        split = shard_model(model, split, world)
     encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length)
     if not encoded:
         raise UserError(f"task {cfg.task}: no training examples after encoding")
@@ -230,18 +245,18 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
         evals.write(row)
         if cfg.select == "best_dev" and result["accuracy"] > best["accuracy"]:
             best.update(accuracy=result["accuracy"], step=tr.state.step)
-            if main:
-                tr.save_state(run_dir / "best_state")
-        if tr.state.step > 0 and main:
+            tr.save_state(run_dir / "best_state")  # rank 0 writes (gathering the shards of a sharded base)
+        if tr.state.step > 0:
             tr.save_state(run_dir / "last_state")
-            atomic_write_json(run_dir / "results_partial.json", best)
+            if main:
+                atomic_write_json(run_dir / "results_partial.json", best)
 
     run_info = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "environment": environment(device), "n_train": len(splits.train), "n_dev": len(splits.dev),
                 "n_eval": len(splits.eval), "params": {"base": split.numel("base"), "adapter": split.numel("adapter")},
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
                 "base_master": trainer.master_dtype, "dtype": cfg.dtype,
-                "world": {"size": world.size, "backend": world.backend},
+                "world": {"size": world.size, "backend": world.backend, "fsdp": cfg.fsdp},
                 "param_devices": sorted({str(p.device) for p in model.parameters()})}
     if main:
         atomic_write_json(run_dir / "run.json", run_info)
@@ -273,6 +288,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
                "backwards": final_state.backwards, "memory": peaks}
     evals.close()
     metrics.close()
+    if cfg.fsdp and cfg.save_model != "none":  # gather the sharded model; rank 0 saves it as an unsharded one
+        model = unsharded_copy(model, full_state_dict(model), cfg) if main else None
     if not main:
         return results
     results["saved_model"] = save_model(model, tokenizer, cfg, run_dir / "model")

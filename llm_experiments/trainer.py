@@ -46,7 +46,7 @@ import torch
 from hybridtheory.algorithm import EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step, sgd_update
 
 from .config import TrainConfig
-from .distributed import ReducedOracle, World, local_chunks
+from .distributed import ReducedOracle, World, gather_full, is_sharded, local_chunks, local_rows, local_shard
 from .models import ParamSplit
 
 # Which block gets which oracle, per method: (base oracle or None if frozen, adapter oracle or None).
@@ -186,8 +186,20 @@ class Trainer:
             raise ValueError("method needs a PEFT module but the model has no adapter parameters")
         for p in model.parameters():  # autograd only where FO needs it; ZO and frozen blocks have no graph
             p.requires_grad_(False)
-        # dtype policy: fp32 (or fp64) master of the ZO base block for 16-bit models
+        # sharded base (FSDP2): the groups hold this rank's local shards; ``shard_of[(group, i)]`` is the DTensor
+        # whose shard tensor i of the group is, ``starts`` where each shard begins in its full flat tensor
         base = split.tensors("base")
+        sharded = [is_sharded(p) for p in base]
+        self.shard_of: dict[tuple[str, int], object] = {}
+        starts: dict[int, int] = {}
+        if any(sharded):
+            dtensors, base = base, []
+            for i, p in enumerate(dtensors):
+                local, start = local_shard(p)
+                base.append(local)
+                self.shard_of[("base", i)] = p
+                starts[i] = start
+        # dtype policy: fp32 (or fp64) master of the ZO base block for 16-bit models
         master_name = cfg.base_master
         if master_name == "auto":
             master_name = "float32" if base and base[0].dtype in (torch.float16, torch.bfloat16) else "none"
@@ -205,7 +217,13 @@ class Trainer:
         fo_params = [p for g in self.groups if g.oracle == "fo" for p in g.params]
         for p in fo_params:
             p.requires_grad_(True)
-        self.zo = ZOSettings(mu=cfg.mu, law=cfg.zo_law, difference=cfg.zo_difference, queries=cfg.zo_queries)
+        zo_sharded = {}
+        if starts and base_oracle == "zo":  # each rank draws its shards' entries of the direction (counter-based)
+            zo_block = [p for g in self.groups if g.oracle == "zo" for p in g.params]
+            offsets = [starts[i] for i in range(len(base))] + [0] * (len(zo_block) - len(base))
+            zo_sharded = {"offsets": tuple(offsets), "reduce": lambda sq: self.world.sum_scalar(sq, "zo_norm")}
+        self.zo = ZOSettings(mu=cfg.mu, law=cfg.zo_law, difference=cfg.zo_difference, queries=cfg.zo_queries,
+                             **zo_sharded)
         self.optimizer = None
         if fo_params and cfg.fo_optimizer != "sgd":
             kind = torch.optim.Adam if cfg.fo_optimizer == "adam" else torch.optim.AdamW
@@ -225,7 +243,17 @@ class Trainer:
     @torch.no_grad()
     def fingerprint(self) -> float:
         """A float64 checksum of every trained tensor (ranks compare it before the first step)."""
-        return sum(float(p.detach().to(torch.float64).sum()) for g in self.groups for p in g.params)
+        whole = sharded = 0.0
+        for g in self.groups:
+            for i, p in enumerate(g.params):
+                value = float(p.detach().to(torch.float64).sum())
+                if (g.name, i) in self.shard_of:
+                    sharded += value
+                else:
+                    whole += value
+        if self.shard_of:
+            sharded = float(self.world.sum_scalar(torch.tensor(sharded, dtype=torch.float64), "check"))
+        return whole + sharded
 
     # -------------------------------------------------------------- data order
     def next_indices(self, batch_size: int) -> list[int]:
@@ -254,6 +282,7 @@ class Trainer:
     def step(self, micro_batches: list[dict], weights: list[float] | None = None) -> dict:
         """One hybrid step on a minibatch (this rank's micro-batches and their loss weights, see
         :mod:`.distributed`); returns the metrics of this step."""
+        self.world.take_bytes()  # count this step's traffic only
         oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, self.sync_master, self.clock,
                              weights=weights)
         if self.world.distributed:
@@ -300,19 +329,33 @@ class Trainer:
             if g.name in self.start:
                 sq = sum(float((p.detach().to("cpu", torch.float64) - p0.to(torch.float64)).square().sum())
                          for p, p0 in zip(g.params, self.start[g.name]))
+                if any(key[0] == g.name for key in self.shard_of):  # shards: add up the ranks' pieces
+                    sq = float(self.world.sum_scalar(torch.tensor(sq, dtype=torch.float64), "displacement"))
                 out[g.name] = math.sqrt(sq)
         return out
 
     # -------------------------------------------------------------- resumable state
     def save_state(self, folder: str | Path) -> None:
-        """Group tensors (safetensors), optimizer state and counters into ``folder`` (written atomically)."""
+        """Group tensors (safetensors), optimizer state and counters into ``folder`` (written atomically).
+
+        Rank 0 writes; with a sharded base every rank calls this (the full tensors are gathered from the
+        shards, so the folder is the same as an unsharded run's and resumes at any world size)."""
         from safetensors.torch import save_file
 
         from .runs import atomic_folder
 
+        if not self.world.is_main and not self.shard_of:
+            return
+        tensors = {}
+        for g in self.groups:
+            for i, p in enumerate(g.params):
+                like = self.shard_of.get((g.name, i))
+                full = gather_full(p.detach(), like) if like is not None else p.detach()
+                if self.world.is_main:
+                    tensors[f"{g.name}.{i}"] = full.to("cpu").contiguous().clone()
+        if not self.world.is_main:
+            return
         with atomic_folder(Path(folder)) as tmp:
-            tensors = {f"{g.name}.{i}": p.detach().to("cpu").contiguous().clone()
-                       for g in self.groups for i, p in enumerate(g.params)}
             save_file(tensors, str(tmp / "params.safetensors"))
             if self.optimizer is not None:
                 torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
@@ -326,7 +369,9 @@ class Trainer:
         tensors = load_file(str(folder / "params.safetensors"))
         for g in self.groups:
             for i, p in enumerate(g.params):
-                p.copy_(tensors[f"{g.name}.{i}"])
+                like = self.shard_of.get((g.name, i))
+                full = tensors[f"{g.name}.{i}"]
+                p.copy_(local_rows(full, like) if like is not None else full)
         if self.optimizer is not None:
             self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
         self.state = TrainState(**json.loads((folder / "state.json").read_text()))
