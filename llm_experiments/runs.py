@@ -289,7 +289,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
     evals.close()
     metrics.close()
     if cfg.fsdp and cfg.save_model != "none":  # gather the sharded model; rank 0 saves it as an unsharded one
-        model = unsharded_copy(model, full_state_dict(model), cfg) if main else None
+        state = full_state_dict(model)  # a collective: every rank takes part, rank 0 receives
+        model = unsharded_copy(model, state, cfg) if main else None
     if not main:
         return results
     results["saved_model"] = save_model(model, tokenizer, cfg, run_dir / "model")
