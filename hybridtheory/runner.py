@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .algorithm import EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step
+from .algorithm import DirectionBank, EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step
 from .objectives.base import DTYPE, FiniteSumProblem
 
 METHODS: dict[str, tuple[str, str, bool]] = {
@@ -148,7 +148,23 @@ def make_groups(cfg: RunConfig, state: RunState) -> list[ParamGroup]:
 
 def zo_settings(cfg: RunConfig) -> ZOSettings:
     return ZOSettings(mu=cfg.per_replicate("mu"), law=cfg.law, difference=cfg.difference,
-                      queries=cfg.queries, batch_dims=1, dtype=DTYPE, cache=True)
+                      queries=cfg.queries, batch_dims=1, dtype=DTYPE, cache=True,
+                      bank=DirectionBank(cfg.law, DTYPE))
+
+
+_BANK_ENTRIES = 1 << 15  # direction entries drawn per bank fill
+
+
+def _fill_bank(zo: ZOSettings, cfg: RunConfig, template: list[torch.Tensor], epoch: int, position: int,
+               n: int) -> None:
+    """Draw the directions of the next few steps in one pass (see DirectionBank)."""
+    per_step = cfg.queries * sum(t.numel() for t in template)
+    steps = max(1, min(256, _BANK_ENTRIES // max(per_step, 1)))
+    first = epoch * n + position
+    last = min(first + steps, cfg.epochs * n)
+    seeds = [derive_seed(step_seed(cfg, s // n, s % n, n), k) for s in range(first, last)
+             for k in range(cfg.queries)]
+    zo.bank.fill(seeds, template)
 
 
 def run(problem: FiniteSumProblem, cfg: RunConfig, state: RunState | None = None, record_every: int = 1,
@@ -162,6 +178,7 @@ def run(problem: FiniteSumProblem, cfg: RunConfig, state: RunState | None = None
     sampler = EpochSampler(n, cfg.seed, (cfg.replicates,), replacement=METHODS[cfg.method][2])
     groups = make_groups(cfg, state)
     zo = zo_settings(cfg)
+    zo_template = [p for g in groups if g.oracle == "zo" for p in g.params]
     stop = cfg.per_replicate("stop_eps") if cfg.stop_eps is not None else None
     rec_e, rec_gx, rec_gy, rec_v = [], [], [], []
 
@@ -190,8 +207,10 @@ def run(problem: FiniteSumProblem, cfg: RunConfig, state: RunState | None = None
             order = sampler.order(state.epoch)
             for i in range(state.position, n):
                 j = order[:, i]
-                hybrid_step(groups, problem.oracle(j, state.x, state.y), zo,
-                            step_seed(cfg, state.epoch, i, n), fo_point=cfg.fo_point)
+                seed = step_seed(cfg, state.epoch, i, n)
+                if zo_template and derive_seed(seed, 0) not in zo.bank:
+                    _fill_bank(zo, cfg, zo_template, state.epoch, i, n)
+                hybrid_step(groups, problem.oracle(j, state.x, state.y), zo, seed, fo_point=cfg.fo_point)
                 state.position = i + 1
             state.epoch, state.position = state.epoch + 1, 0
             done = record(state.epoch)

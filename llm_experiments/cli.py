@@ -7,7 +7,8 @@
 * ``report``   results table (Markdown + CSV) and plots from run folders.
 * ``bench``    step time and peak memory of every method on a randomly initialised architecture.
 
-Bad input prints one ``error: ...`` line on stderr and exits with status 2.
+Bad input prints one ``error: ...`` line on stderr and exits with status 2; a run that diverges (non-finite
+loss, gradient, ZO coefficient or parameter) prints one line and exits with status 3.
 """
 from __future__ import annotations
 
@@ -47,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="one training run")
     train.add_argument("--config", default=None, help="JSON or YAML file with TrainConfig fields")
-    train.add_argument("--resume", action="store_true", help="continue from RUN/last_state if present")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the unfinished run in --output-dir from its checkpoint (the config must "
+                            "match the saved one in every field that changes the run)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run in --output-dir (finished or not) with a fresh run")
     train.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     add_config_arguments(train)
 
@@ -81,10 +86,15 @@ def _cmd_train(ns) -> int:
     if ns.print_config:
         print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
         return 0
-    results = run_training(cfg, resume=ns.resume)
+    results = run_training(cfg, resume=ns.resume, overwrite=ns.overwrite)
     from .distributed import is_main_process
     if not is_main_process():  # one summary line per run, not per rank
         return 0
+    if results["status"] == "diverged":
+        d = results["diverged"]
+        print(f"error: run diverged at step {d['step']} ({d['reason']}); saved the best finite state (step "
+              f"{results['selected_step']}) in {cfg.output_dir}", file=sys.stderr)
+        return 3
     ev = results["eval"]
     print(f"{cfg.method} {cfg.task}: eval accuracy {ev['accuracy']:.4f} (majority {ev['majority_baseline']:.4f}, "
           f"n={ev['n']}), selected step {results['selected_step']}; run folder {cfg.output_dir}")
@@ -114,7 +124,9 @@ def _cmd_validate(ns) -> int:
             continue
         say(f"[{i}/{len(cells)}] {cfg.output_dir}")
         try:
-            run_training(cfg, resume=True)
+            results = run_training(cfg, resume=(Path(cfg.output_dir) / "config.json").is_file())
+            if results["status"] == "diverged":
+                raise UserError(f"diverged at step {results['diverged']['step']} ({results['diverged']['reason']})")
         except UserError as exc:
             failures += 1
             print(f"error: {cfg.output_dir}: {exc}", file=sys.stderr)

@@ -44,9 +44,11 @@ from pathlib import Path
 import torch
 
 from hybridtheory.algorithm import EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step, sgd_update
+from hybridtheory.io import atomic_folder
 
 from .config import TrainConfig
 from .distributed import ReducedOracle, World, gather_full, is_sharded, local_chunks, local_rows, local_shard
+from .errors import UserError
 from .models import ParamSplit
 
 # Which block gets which oracle, per method: (base oracle or None if frozen, adapter oracle or None).
@@ -269,6 +271,8 @@ class Trainer:
     # -------------------------------------------------------------- one step
     def fo_update(self, params, grads, lrs) -> None:
         """SGD (the theory's update, from the core) or one step of the inner Adam/AdamW."""
+        if not all(bool(torch.isfinite(g).all()) for g in grads):
+            raise Diverged(self.state.step + 1, "non-finite FO gradient")
         with self.clock.phase("fo_update"):
             if self.optimizer is None:
                 sgd_update(params, grads, lrs)
@@ -302,6 +306,10 @@ class Trainer:
             loss = (oracle.losses[0] + oracle.losses[1]) / 2
         else:                                  # forward difference: the first evaluation is f(x)
             loss = oracle.losses[0]
+        if not math.isfinite(float(loss)):
+            raise Diverged(self.state.step + 1, f"non-finite loss ({float(loss)})")
+        if not all(bool(torch.isfinite(torch.as_tensor(r.coeff)).all()) for r in info.records):
+            raise Diverged(self.state.step + 1, "non-finite ZO coefficient")
         self.state.step += 1
         self.state.forwards += info.forwards
         self.state.backwards += info.backwards
@@ -336,46 +344,96 @@ class Trainer:
 
     # -------------------------------------------------------------- resumable state
     def save_state(self, folder: str | Path) -> None:
-        """Group tensors (safetensors), optimizer state and counters into ``folder`` (written atomically).
+        """Group tensors (safetensors), optimizer state and counters into ``folder`` (written atomically)."""
+        with atomic_folder(Path(folder)) as tmp:
+            self.write_state(tmp)
 
-        Rank 0 writes; with a sharded base every rank calls this (the full tensors are gathered from the
-        shards, so the folder is the same as an unsharded run's and resumes at any world size)."""
+    def gather_shards(self) -> None:
+        """Sharded base: gather the full tensors from every rank's shards for the next :meth:`write_state`
+        (rank 0 keeps them, on CPU). A collective: every rank calls it before rank 0 writes a checkpoint;
+        nothing to do without shards."""
+        self._gathered = {}
+        for (name, i), like in self.shard_of.items():
+            group = next((g for g in self.groups if g.name == name), None)
+            if group is None:  # a frozen sharded base is not part of the trainer's state
+                continue
+            full = gather_full(group.params[i].detach(), like)
+            if self.world.is_main:
+                self._gathered[f"{name}.{i}"] = full.to("cpu").contiguous().clone()
+
+    def write_state(self, folder: Path) -> None:
+        """Write the resumable state into the existing folder ``folder`` (the caller makes it atomic).
+
+        With :meth:`load_state`, the pluggable pair that defines what a checkpoint's trainer part is. A sharded
+        base is written in full (gathered by :meth:`gather_shards`), so a checkpoint is the same as an unsharded
+        run's and resumes at any world size.
+        """
         from safetensors.torch import save_file
 
-        from .runs import atomic_folder
-
-        if not self.world.is_main and not self.shard_of:
-            return
-        tensors = {}
-        for g in self.groups:
-            for i, p in enumerate(g.params):
-                like = self.shard_of.get((g.name, i))
-                full = gather_full(p.detach(), like) if like is not None else p.detach()
-                if self.world.is_main:
-                    tensors[f"{g.name}.{i}"] = full.to("cpu").contiguous().clone()
-        if not self.world.is_main:
-            return
-        with atomic_folder(Path(folder)) as tmp:
-            save_file(tensors, str(tmp / "params.safetensors"))
-            if self.optimizer is not None:
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            (tmp / "state.json").write_text(json.dumps(asdict(self.state), indent=2))
+        gathered = getattr(self, "_gathered", {})
+        if len(gathered) != sum(1 for name, _ in self.shard_of if any(g.name == name for g in self.groups)):
+            raise RuntimeError("a sharded base needs gather_shards() on every rank before write_state()")
+        tensors = {f"{g.name}.{i}": gathered.get(f"{g.name}.{i}", p.detach()).to("cpu").contiguous().clone()
+                   for g in self.groups for i, p in enumerate(g.params)}
+        self._gathered = {}
+        save_file(tensors, str(folder / "params.safetensors"))
+        if self.optimizer is not None:
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        (folder / "state.json").write_text(json.dumps(asdict(self.state), indent=2))
 
     @torch.no_grad()
     def load_state(self, folder: str | Path) -> None:
+        """Restore what :meth:`write_state` wrote; a missing, truncated or foreign file is one UserError line."""
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        tensors = load_file(str(folder / "params.safetensors"))
-        for g in self.groups:
-            for i, p in enumerate(g.params):
-                like = self.shard_of.get((g.name, i))
-                full = tensors[f"{g.name}.{i}"]
-                p.copy_(local_rows(full, like) if like is not None else full)
-        if self.optimizer is not None:
-            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-        self.state = TrainState(**json.loads((folder / "state.json").read_text()))
+        where = f"checkpoint {str(folder)!r}"
+        try:
+            tensors = load_file(str(folder / "params.safetensors"))
+            state = TrainState(**json.loads((folder / "state.json").read_text(encoding="utf-8")))
+            optimizer = (torch.load(folder / "optimizer.pt", weights_only=True)
+                         if self.optimizer is not None else None)
+            for g in self.groups:
+                for i, p in enumerate(g.params):
+                    saved = tensors[f"{g.name}.{i}"]
+                    like = self.shard_of.get((g.name, i))
+                    if like is not None:  # a sharded base: this rank's rows of the full tensor
+                        if saved.shape != like.shape:
+                            raise ValueError(f"tensor {g.name}.{i} has shape {tuple(saved.shape)}, "
+                                             f"the model {tuple(like.shape)}")
+                        saved = local_rows(saved, like)
+                    if saved.shape != p.shape:
+                        raise ValueError(f"tensor {g.name}.{i} has shape {tuple(saved.shape)}, "
+                                         f"the model {tuple(p.shape)}")
+                    p.copy_(saved)
+            if optimizer is not None:
+                self.optimizer.load_state_dict(optimizer)
+        except Exception as exc:  # any unreadable part: one line naming the folder and the cause
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"{where} is unreadable ({type(exc).__name__}: {first}); delete it or re-run "
+                            "with --overwrite") from None
+        self.state = state
         self.sync_master()
+
+    # -------------------------------------------------------------- divergence guard
+    @torch.no_grad()
+    def nonfinite_parameter(self) -> str | None:
+        """Name of the first block holding a NaN/inf parameter, or None (one pass over the trained tensors)."""
+        for g in self.groups:
+            bad = not all(bool(torch.isfinite(p).all()) for p in g.params)
+            if any(name == g.name for name, _ in self.shard_of):  # shards: every rank must reach the same answer
+                bad = float(self.world.sum_scalar(torch.tensor(float(bad)), "check")) > 0
+            if bad:
+                return g.name
+        return None
+
+
+class Diverged(Exception):
+    """A non-finite loss, gradient, ZO coefficient or parameter: the run stops at once (nothing saved)."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"{what} at step {step}")
+        self.step, self.what = step, what
 
 
 def split_micro_batches(examples: list[dict], micro_batches: int, collate, device) -> list[dict]:

@@ -109,7 +109,7 @@ def launch(args: list[str], nproc: int = 2, rank_programs: dict | None = None) -
     return out
 
 
-def state_tensors(run_dir: Path, which: str = "last_state") -> dict:
+def state_tensors(run_dir: Path, which: str = "checkpoint/state") -> dict:
     from safetensors.torch import load_file
     return load_file(str(run_dir / which / "params.safetensors"))
 
@@ -127,7 +127,7 @@ def assert_same_run(one: Path, two: Path) -> None:
     res = [json.loads((d / "results.json").read_text()) for d in (one, two)]
     assert res[0]["selected_step"] == res[1]["selected_step"]
     assert res[0]["eval"]["accuracy"] == res[1]["eval"]["accuracy"]
-    for which in ("last_state", "best_state"):
+    for which in ("checkpoint/state", "checkpoint/best"):
         assert (one / which).is_dir() == (two / which).is_dir()
         if not (one / which).is_dir():
             continue
@@ -229,7 +229,7 @@ def test_sharded_base_trajectory_equals_the_unsharded_run(assets, grid_file, one
 
     run = tmp_path / "fsdp" / "tiny" / "sst2" / "hybrid" / "seed0"
     model, _, _ = load_run_model(run)
-    best = state_tensors(run, "best_state")
+    best = state_tensors(run, "checkpoint/best")
     saved = split_parameters(model)
     for i, p in enumerate(saved.tensors("base")):
         torch.testing.assert_close(p.detach(), best[f"base.{i}"], rtol=0, atol=0)
@@ -248,7 +248,7 @@ def test_killed_rank_stops_the_run_with_one_line_and_it_resumes_at_world_size_tw
     errors = [line for line in first[0].stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: rank 0 of 2: collective"), first[0].stderr[-2000:]
     assert "Traceback" not in first[0].stderr
-    assert json.loads((split / "last_state" / "state.json").read_text())["step"] == 2
+    assert json.loads((split / "checkpoint" / "state" / "state.json").read_text())["step"] == 2
     assert not (split / "results.json").exists()
     # resumed through accelerate's launcher (on CPU its --multi_gpu mode is the one that starts N processes)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
