@@ -223,7 +223,10 @@ class Trainer:
         if starts and base_oracle == "zo":  # each rank draws its shards' entries of the direction (counter-based)
             zo_block = [p for g in self.groups if g.oracle == "zo" for p in g.params]
             offsets = [starts[i] for i in range(len(base))] + [0] * (len(zo_block) - len(base))
-            zo_sharded = {"offsets": tuple(offsets), "reduce": lambda sq: self.world.sum_scalar(sq, "zo_norm")}
+            dim = sum(self.shard_of[("base", i)].numel() for i in range(len(base))) + sum(
+                t.numel() for t in zo_block[len(base):])
+            zo_sharded = {"offsets": tuple(offsets), "reduce": lambda sq: self.world.sum_scalar(sq, "zo_norm"),
+                          "dim": dim}
         self.zo = ZOSettings(mu=cfg.mu, law=cfg.zo_law, difference=cfg.zo_difference, queries=cfg.zo_queries,
                              **zo_sharded)
         self.optimizer = None

@@ -161,7 +161,8 @@ def test_token_weights_sum_to_one_over_ranks_and_empty_slices_weigh_zero():
 
 
 # ---------------------------------------------------------------------------- 2 ranks == 1 process
-METHODS = {"hybrid": {"fo_optimizer": "adam"}, "zo-full": {}, "fo-peft": {}}
+METHODS = {"hybrid": {"fo_optimizer": "adam"}, "zo-full": {}, "fo-peft": {},
+           "zo-sphere": {"method": "zo-full", "zo_law": "sphere"}}
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +199,7 @@ def test_two_rank_data_parallel_equals_one_process_full_minibatch(grid_file, one
         adapter_numel = info["params"]["adapter"]
         # bytes per step by kind (float64 scalars and gradients): ZO sends one scalar per forward, FO its grads
         expected = {"hybrid": {"zo_loss": 2 * 8, "fo_loss": 8, "fo_grads": 8 * adapter_numel},
-                    "zo-full": {"zo_loss": 2 * 8},
+                    "zo-full": {"zo_loss": 2 * 8}, "zo-sphere": {"zo_loss": 2 * 8},
                     "fo-peft": {"fo_loss": 8, "fo_grads": 8 * adapter_numel}}[method]
         rows = [r for r in read_jsonl(two / "metrics.jsonl") if "loss" in r]
         assert all(r["comm_bytes"] == expected for r in rows), rows[0]["comm_bytes"]
@@ -224,6 +225,9 @@ def test_sharded_base_trajectory_equals_the_unsharded_run(assets, grid_file, one
         assert_same_run(one, two)
         info = json.loads((two / "run.json").read_text())
         assert info["world"] == {"size": 2, "backend": "gloo", "fsdp": True}
+        # the sphere's normaliser: one float64 sum of squares per query, reduced over the shards
+        rows = [r for r in read_jsonl(two / "metrics.jsonl") if "loss" in r]
+        assert all(r["comm_bytes"].get("zo_norm") == (8 if method == "zo-sphere" else None) for r in rows)
     from llm_experiments.models import split_parameters
     from llm_experiments.runs import load_run_model
 
