@@ -6,6 +6,7 @@
                finished cells are skipped, so re-running continues an interrupted grid.
 * ``report``   results table (Markdown + CSV) and plots from run folders.
 * ``bench``    step time and peak memory of every method on a randomly initialised architecture.
+* ``probe``    the theory's constants (Hessian blocks, (L0, L1), heterogeneity, effective rank) at checkpoints.
 
 Bad input prints one ``error: ...`` line on stderr and exits with status 2; a run that diverges (non-finite
 loss, gradient, ZO coefficient or parameter) prints one line and exits with status 3.
@@ -72,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("folder", help="output folder (model/ and one data folder per task)")
     demo.add_argument("--arch", default="opt", help="opt, llama or gpt2")
 
+    probe = sub.add_parser("probe", help="the theory's constants of a model's loss at checkpoints of a run")
+    probe.add_argument("--config", default=None, help="JSON or YAML file with TrainConfig fields")
+    probe.add_argument("--checkpoints", type=int, nargs="+", default=[0],
+                       help="steps at which to probe (0 = before training); the run stops at the last")
+    from .probe import add_probe_arguments
+    add_probe_arguments(probe)
+    add_config_arguments(probe)
+
     bench = sub.add_parser("bench", help="step time and peak memory of every method")
     from .bench import add_bench_arguments
     add_bench_arguments(bench)
@@ -98,6 +107,22 @@ def _cmd_train(ns) -> int:
     ev = results["eval"]
     print(f"{cfg.method} {cfg.task}: eval accuracy {ev['accuracy']:.4f} (majority {ev['majority_baseline']:.4f}, "
           f"n={ev['n']}), selected step {results['selected_step']}; run folder {cfg.output_dir}")
+    return 0
+
+
+def _cmd_probe(ns) -> int:
+    from .config import config_from_namespace
+    from .probe import run_probe, settings_from_namespace
+
+    cfg = config_from_namespace(ns)
+    result = run_probe(cfg, ns.checkpoints, settings_from_namespace(ns), cfg.output_dir, eps=ns.eps)
+    fit, th = result["l0_l1_fit"], result["theory"]
+    for p in result["checkpoints"]:
+        print(f"step {p['step']:>5}: |lambda|max base {p['hessian']['base']['norm']:.4g}, adapter "
+              f"{p['hessian']['adapter']['norm']:.4g}, ||H_xy|| {p['hessian']['cross']['norm']:.4g}, "
+              f"eff. rank base {p['effective_rank']['base']:.4g}, ||grad_y|| {p['grad_norm']['adapter']:.4g}")
+    print(f"(L0, L1) fit: L0 = {fit['L0']:.4g}, L1 = {fit['L1']:.4g}; Theorem 1 caps eta_x <= {th['eta_x_cap']:.3g}, "
+          f"eta_y <= {th['eta_y_cap']:.3g}; written to {cfg.output_dir}/probe.json")
     return 0
 
 
@@ -181,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_validate(ns)
         if ns.command == "report":
             return _cmd_report(ns)
+        if ns.command == "probe":
+            return _cmd_probe(ns)
         if ns.command == "demo-assets":
             return _cmd_demo_assets(ns)
         from .bench import run_bench_command

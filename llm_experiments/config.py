@@ -30,6 +30,8 @@ MASTERS = ("auto", "none", "float32", "float64")
 SELECTIONS = ("best_dev", "last")
 SAVE_MODES = ("separate", "merged", "none")
 DEVICES = ("auto", "cpu", "cuda")
+OBJECTIVE_CHOICES = ("auto", "classification", "lm")
+WINOGRANDE_CHOICES = ("zo-bench", "partial")
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, kind: type | None = None, nargs: str | None = None,
@@ -69,7 +71,11 @@ class TrainConfig:
     n_dev: int = _f(500, "dev examples (model selection); carved from train, capped for small sets")
     n_eval: int = _f(1000, "evaluation examples (sampled from the public validation split)")
     data_seed: int = _f(0, "seed of the train/dev/eval sampling")
-    max_length: int = _f(256, "max tokens per training sequence")
+    max_length: int = _f(256, "max tokens per sequence (training and evaluation; the prompt is cut from the left)")
+    objective: str = _f("auto", "training objective: classification (CE over the candidates' scores), lm (gold "
+                                "continuation) or auto (the task's published protocol)", OBJECTIVE_CHOICES)
+    winogrande_scoring: str = _f("zo-bench", "WinoGrande candidates: zo-bench (option + suffix given the prefix) "
+                                             "or partial (lm-eval: suffix given prefix + option)", WINOGRANDE_CHOICES)
     # method
     method: str = _f("hybrid", "hybrid: base ZO + adapter FO; fo-full; fo-peft; zo-full (MeZO); zo-peft", METHODS)
     peft: str = _f("lora", "PEFT kind for hybrid / fo-peft / zo-peft (ignored by full methods)", PEFT_KINDS)

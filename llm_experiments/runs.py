@@ -167,18 +167,19 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     """
     from tqdm.auto import tqdm
 
-    from .data import collate as collate_batch
-    from .data import encode_for_training, load_splits
+    from .data import check_candidates, collate_candidates, encode_for_training, load_splits
     from .distributed import full_state_dict, init_world, shard_model
     from .evaluation import evaluate
     from .models import attach_peft, checkpoint_layers, input_device, load_model_and_tokenizer, split_parameters
-    from .tasks import get_task
+    from .scoring import objective_loss_fn
+    from .tasks import get_task, resolve_objective
     from .trainer import Diverged, LoopHooks, Trainer, train_loop
 
     cfg = cfg.validate().with_absolute_paths()
     folder = open_run_folder(cfg, resume, overwrite)   # refusals happen here, before anything is loaded
     run_dir = folder.path
-    spec = get_task(cfg.task)
+    spec = get_task(cfg.task, cfg.winogrande_scoring)
+    objective = resolve_objective(spec, cfg.objective)
     # torchrun / accelerate launch: one process per rank, each on its own device; rank 0 alone writes RUN/
     world = init_world(resolve_device(cfg.device), cfg.dist_timeout_s, need_group=cfg.fsdp)
     device, main = world.device, world.is_main
@@ -191,6 +192,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     if splits is None:
         splits = load_splits(spec, source=cfg.data, n_train=cfg.n_train, n_dev=cfg.n_dev, n_eval=cfg.n_eval,
                              seed=cfg.data_seed)
+    # start-up check: every candidate of every example has >= 1 token and candidates differ (one line if not)
+    for examples in (splits.train, splits.dev, splits.eval):
+        check_candidates(spec, tokenizer, examples, cfg.max_length)
     if cfg.uses_peft:
         try:
             model = attach_peft(model, cfg.peft, seed=cfg.seed, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
@@ -207,15 +211,15 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     split = split_parameters(model)
     if cfg.fsdp:  # the base becomes dim-0 shards over the ranks; the trainer perturbs and updates its shards
         split = shard_model(model, split, world)
-    encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length)
+    encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length, objective)
     if not encoded:
         raise UserError(f"task {cfg.task}: no training examples after encoding")
     pad_id = tokenizer.pad_token_id
 
     def collate(chunk):
-        return collate_batch(chunk, pad_id)
+        return collate_candidates(chunk, pad_id)
 
-    trainer = Trainer(model, split, cfg, len(encoded), device, world)
+    trainer = Trainer(model, split, cfg, len(encoded), device, world, loss_fn=objective_loss_fn(objective))
     if folder.mode == "resume" and main:
         folder.recover()  # a checkpoint swap cut short is put back, temporaries go
     world.barrier()
@@ -233,7 +237,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
 
     def run_eval(examples):
         model.eval()
-        return evaluate(model, tokenizer, spec, examples, batch_size=cfg.eval_batch_size)
+        return evaluate(model, tokenizer, spec, examples, batch_size=cfg.eval_batch_size, max_length=cfg.max_length)
 
     keep_best = cfg.select == "best_dev"
     best = dict(progress["best"]) if progress else {"accuracy": -1.0, "step": None}
@@ -271,8 +275,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
                 "environment": environment(device), "n_train": len(splits.train), "n_dev": len(splits.dev),
                 "n_eval": len(splits.eval), "params": {"base": split.numel("base"), "adapter": split.numel("adapter")},
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
-                "base_master": trainer.master_dtype, "dtype": cfg.dtype,
-                "world": {"size": world.size, "backend": world.backend, "fsdp": cfg.fsdp},
+                "base_master": trainer.master_dtype, "dtype": cfg.dtype, "objective": objective,
+                "scoring": spec.scoring, "world": {"size": world.size, "backend": world.backend, "fsdp": cfg.fsdp},
                 "param_devices": sorted({str(p.device) for p in model.parameters()})}
     if folder.mode == "resume":
         run_info["resumed_at_step"] = trainer.state.step

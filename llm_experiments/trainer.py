@@ -176,8 +176,10 @@ class Trainer:
     """Holds the model, the parameter groups, the FO optimizer, the sampler and the :class:`TrainState`."""
 
     def __init__(self, model, split: ParamSplit, cfg: TrainConfig, n_train: int, device: torch.device,
-                 world: World | None = None):
-        self.model, self.cfg, self.device = model, cfg, device
+                 world: World | None = None, loss_fn=None):
+        # loss_fn(model, micro_batch) -> loss: the task objective (llm_experiments.scoring); None: the model's
+        # own causal-LM loss on ``labels`` (benchmarks on synthetic token batches)
+        self.model, self.cfg, self.device, self.loss_fn = model, cfg, device, loss_fn
         self.world = world or World(device=device)  # one process: collectives are no-ops
         self.state = TrainState()
         self.clock = PhaseClock(device)
@@ -291,6 +293,7 @@ class Trainer:
         :mod:`.distributed`); returns the metrics of this step."""
         self.world.take_bytes()  # count this step's traffic only
         oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, self.sync_master, self.clock,
+                             loss_fn=self.loss_fn and (lambda m, batch: _wide(self.loss_fn(m, batch))),
                              weights=weights)
         if self.world.distributed:
             oracle = ReducedOracle(oracle, self.world)

@@ -283,14 +283,15 @@ def test_device_map_auto_and_gradient_checkpointing_reproduce_the_plain_run(asse
 
 def test_checkpointed_blocks_recompute_in_the_fo_backward_only(assets):
     from llm_experiments.config import TrainConfig
-    from llm_experiments.data import collate, encode_for_training
+    from llm_experiments.data import collate_candidates, encode_for_training
     from llm_experiments.models import attach_peft, checkpoint_layers, split_parameters
+    from llm_experiments.scoring import classification_loss
     from llm_experiments.tasks import get_task
     from llm_experiments.trainer import ModelOracle, PhaseClock, Trainer
 
     tok = tiny_tokenizer()
     encoded = encode_for_training(generate_task_examples("sst2", 8, seed=0), tok, get_task("sst2"), 64)
-    batch = collate(encoded, tok.pad_token_id)
+    batch = collate_candidates(encoded, tok.pad_token_id)
     runs = {}
     for checkpointed in (False, True):
         model = attach_peft(tiny_model("opt", tok), "lora")
@@ -302,7 +303,7 @@ def test_checkpointed_blocks_recompute_in_the_fo_backward_only(assets):
             assert checkpoint_layers(model) == len(blocks)
         cfg = TrainConfig(model="tiny", method="hybrid", progress=False).validate()
         trainer = Trainer(model, split_parameters(model), cfg, n_train=8, device=torch.device("cpu"))
-        oracle = ModelOracle(model, [batch], False, lambda: None, PhaseClock(torch.device("cpu")))
+        oracle = ModelOracle(model, [batch], False, lambda: None, PhaseClock(torch.device("cpu")), classification_loss)
         adapter = trainer.groups[1].params
         oracle.loss()
         zo_calls = len(calls)

@@ -302,3 +302,24 @@ def test_huge_step_run_ends_diverged_and_keeps_the_last_finite_best(assets, tmp_
     adapter = [p for n, p in saved.items() if "lora_" in n]
     assert len(adapter) == sum(k.startswith("adapter.") for k in best)
     assert all(torch.equal(p, best[f"adapter.{i}"]) for i, p in enumerate(adapter))
+
+
+# ---------------------------------------------------------------------------- synthetic runner
+def test_synthetic_runner_marks_diverged_replicates_instead_of_averaging_nan():
+    import numpy as np
+
+    from hybridtheory import bounds
+    from hybridtheory.objectives import make
+    from hybridtheory.runner import RunConfig, finite_mean, run
+
+    problem = make("quadratic")
+    cx, cy = bounds.step_caps(problem.constants(), problem.n)
+    big = [1.0, 1e4, 1.0, 1e4]  # replicates 1 and 3 step far past the caps: the quadratic blows up to NaN
+    traj = run(problem, RunConfig(eta_x=[cx * m for m in big], eta_y=[cy * m for m in big], mu=1e-3, epochs=30,
+                                  replicates=4))
+    assert traj.diverged.tolist() == [False, True, False, True]
+    assert (traj.diverged_at[[1, 3]] > 0).all() and (traj.diverged_at[[0, 2]] == -1).all()
+    last = traj.grad_sq[-1]
+    assert not np.isfinite(last[[1, 3]]).all() and np.isfinite(last[[0, 2]]).all()
+    assert finite_mean(last, traj.diverged) == pytest.approx(last[[0, 2]].mean())
+    assert np.isnan(finite_mean(last[[1, 3]], traj.diverged[[1, 3]]))
