@@ -14,7 +14,7 @@ zo-peft      frozen                 ZO, ``lr_adapter``
 ===========  =====================  =====================
 
 *Directions.* Step ``t`` uses seed ``derive_seed(run_seed, t)``; the core regenerates each direction tensor
-from a dedicated ``torch.Generator`` (never the global RNG) for perturb, restore and update.
+piece by piece from its counter-based generator (never the global RNG) for perturb, restore and update.
 
 *Oracle.* ``loss()`` is an eval-mode (no dropout), no-grad forward on the step's minibatch; ``loss_and_grad``
 is the FO forward/backward on the *same* minibatch, with dropout only if ``fo_dropout`` (default off, so the
@@ -27,8 +27,9 @@ by replaying one (seed, averaged c) record, done without re-perturbing per micro
 agree). FO gradients are summed over micro-batches.
 
 *dtype policy* (README "dtype policy"): for a 16-bit model the ZO base weights get an fp32 master copy
-(``base_master="auto"``). The core perturbs, restores and updates the master; the model's 16-bit weights are
-re-cast from it before every forward, so (a) restore drift is fp32 drift (~1e-7 relative), not bf16 drift
+(``base_master="auto"``). The core never perturbs the master: each perturbation pass writes the model's 16-bit
+weights as cast(master + s mu u) (rounded once), and the update pass updates the master and writes
+cast(master), so (a) restore is exact (the next write starts from the untouched master), not bf16 drift
 (~1e-2, STYLE.md 1.7), and (b) ZO updates far below the bf16 ULP accumulate in the master instead of
 rounding away. ``base_master="float64"`` on an fp32 model makes restore exact to fp32 in practice.
 """
@@ -128,7 +129,7 @@ class ModelOracle:
         self.losses: list[torch.Tensor] = []  # every loss evaluated this step, in order (for the logged loss)
 
     def loss(self) -> torch.Tensor:
-        self.before_forward()  # 16-bit model: re-cast the (perturbed) master into the model
+        self.before_forward()  # a hook run before every forward (the core keeps 16-bit weights in sync)
         with self.clock.phase("zo_forward"), torch.no_grad():
             self.model.train(False)  # deterministic: no dropout in ZO forwards
             if self.weights is None:
@@ -215,7 +216,10 @@ class Trainer:
         self.master_dtype = master_name if self.master_pairs else "none"
         self.groups: list[ParamGroup] = []
         if base_oracle is not None:
-            self.groups.append(ParamGroup("base", base, cfg.lr_base, base_oracle))
+            # with a master, the core writes the model's 16-bit weights as cast(master + s mu u) in each
+            # perturbation pass and cast(master) in the update pass: no separate casts before forwards
+            mirrors = [w for w, _ in self.master_pairs] if self.master_pairs else None
+            self.groups.append(ParamGroup("base", base, cfg.lr_base, base_oracle, mirrors=mirrors))
         if adapter_oracle is not None:
             self.groups.append(ParamGroup("adapter", split.tensors("adapter"), cfg.lr_adapter, adapter_oracle))
         fo_params = [p for g in self.groups if g.oracle == "fo" for p in g.params]
@@ -292,7 +296,7 @@ class Trainer:
         """One hybrid step on a minibatch (this rank's micro-batches and their loss weights, see
         :mod:`.distributed`); returns the metrics of this step."""
         self.world.take_bytes()  # count this step's traffic only
-        oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, self.sync_master, self.clock,
+        oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, lambda: None, self.clock,
                              loss_fn=self.loss_fn and (lambda m, batch: _wide(self.loss_fn(m, batch))),
                              weights=weights)
         if self.world.distributed:
@@ -301,7 +305,6 @@ class Trainer:
         start = time.perf_counter()
         info = hybrid_step(self.groups, oracle, self.zo, derive_seed(self.cfg.seed, self.state.step),
                            fo_point=self.cfg.fo_point, fo_update=self.fo_update)
-        self.sync_master()  # the model now holds the updated base weights
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         step_s = time.perf_counter() - start
