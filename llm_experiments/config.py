@@ -31,6 +31,7 @@ SELECTIONS = ("best_dev", "last")
 SAVE_MODES = ("separate", "merged", "none")
 DEVICES = ("auto", "cpu", "cuda")
 OBJECTIVE_CHOICES = ("auto", "classification", "lm")
+LR_SCHEDULES = ("constant", "linear")
 WINOGRANDE_CHOICES = ("zo-bench", "partial")
 
 
@@ -64,7 +65,7 @@ class TrainConfig:
     dist_timeout_s: float = _f(600.0, "distributed runs (torchrun / accelerate launch): seconds a collective may wait "
                                       "for the other ranks before the run stops with one line", trajectory=False)
     # task and data
-    task: str = _f("sst2", "task name (see llm_experiments.tasks.TASKS)", kind=str)
+    task: str = _f("sst2", "task name: sst2, wsc or winogrande (llm_experiments.tasks.TASKS)", kind=str)
     data: str | None = _f(None, "local data: a folder or file (JSONL/CSV/parquet) with the task's fields; "
                                 "default: the task's HF dataset id (needs network or a cache)", kind=str)
     n_train: int = _f(1000, "training examples sampled (MeZO protocol)")
@@ -90,6 +91,13 @@ class TrainConfig:
     lr_adapter: float = _f(1e-3, "step size of the PEFT module (FO for hybrid/fo-peft, ZO for zo-peft)")
     fo_optimizer: str = _f("sgd", "FO update: sgd (the theory's) or an inner torch.optim adam / adamw", FO_OPTIMIZERS)
     weight_decay: float = _f(0.0, "weight decay of the inner adam/adamw")
+    zo_weight_decay: float = _f(0.0, "MeZO's ZO weight decay: theta <- theta - lr (c u + wd theta) on ZO blocks, "
+                                     "biases and normalisation weights excluded")
+    lr_schedule: str = _f("constant", "step-size schedule of every block: constant, or linear (warm-up then linear "
+                                      "decay to 0, as HF's get_linear_schedule_with_warmup)", LR_SCHEDULES)
+    warmup_steps: int = _f(0, "linear warm-up steps of lr_schedule=linear")
+    max_grad_norm: float = _f(0.0, "clip the FO gradient (all FO tensors together) to this L2 norm; 0: no clipping "
+                                   "(MeZO's FO baselines: 1.0)")
     mu: float = _f(1e-3, "ZO smoothing radius (perturbation size)")
     zo_law: str = _f("gaussian", "ZO direction law (gaussian as MeZO, or sphere)", ZO_LAWS)
     zo_difference: str = _f("central", "central (2 extra forwards) or forward (1, reuses the FO loss)", ZO_DIFFERENCES)
@@ -125,7 +133,7 @@ class TrainConfig:
                 raise UserError(f"unknown {f.name} {getattr(self, f.name)!r}; choose one of: {', '.join(choices)}")
         if not self.model:
             raise UserError("no model given: pass --model with a Hugging Face id or a local folder")
-        for name in ("lr_base", "lr_adapter", "weight_decay"):
+        for name in ("lr_base", "lr_adapter", "weight_decay", "zo_weight_decay", "max_grad_norm"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise UserError(f"invalid {name} {value!r}: must be a finite number >= 0")
@@ -138,9 +146,11 @@ class TrainConfig:
                      "log_every", "lora_r", "num_virtual_tokens"):
             if getattr(self, name) < 1:
                 raise UserError(f"invalid {name} {getattr(self, name)!r}: must be >= 1")
-        for name in ("n_dev", "n_eval", "eval_every", "seed", "data_seed"):
+        for name in ("n_dev", "n_eval", "eval_every", "seed", "data_seed", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"invalid {name} {getattr(self, name)!r}: must be >= 0")
+        if self.max_length < 2:
+            raise UserError(f"invalid max_length {self.max_length!r}: must be >= 2 (a context token and an answer token)")
         if self.micro_batches > self.batch_size:
             raise UserError(f"micro_batches ({self.micro_batches}) cannot exceed batch_size ({self.batch_size})")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -333,6 +343,16 @@ class GridConfig:
 
     def expand(self) -> list[TrainConfig]:
         """Every cell as a validated TrainConfig with its own output_dir."""
+        shapes = {"base": (dict, "a mapping of field: value"), "models": (list, "a list of model ids or mappings"),
+                  "tasks": (list, "a list of task names"), "task_overrides": (dict, "a mapping task: {field: value}"),
+                  "methods": (dict, "a mapping label: {field: value}"), "seeds": (list, "a list of integers, e.g. [0, 1, 2]")}
+        for key, (kind, form) in shapes.items():
+            if not isinstance(getattr(self, key), kind):
+                raise UserError(f"grid key {key} must be {form}, got {getattr(self, key)!r}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds):
+            raise UserError(f"grid key seeds must be a list of integers >= 0, got {self.seeds!r}")
+        if not all(isinstance(v, dict) or v is None for v in self.methods.values()):
+            raise UserError("grid key methods must map each label to a mapping of field: value (or nothing)")
         if not (self.models and self.tasks and self.methods and self.seeds):
             raise UserError("grid needs non-empty models, tasks, methods and seeds")
         runs = []

@@ -129,7 +129,10 @@ def read_rows(paths: Sequence[str | os.PathLike]) -> list[dict]:
         reader = _READERS.get(path.suffix.lower())
         if reader is None:
             raise UserError(f"{path}: unsupported data file type; use one of {', '.join(LOCAL_EXTENSIONS)}")
-        rows.extend(reader(path))
+        try:
+            rows.extend(reader(path))
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
     return rows
 
 

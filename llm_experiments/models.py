@@ -251,6 +251,22 @@ def _adapter_parameter_ids(model) -> set[int]:
     return ids
 
 
+def no_decay_parameter_ids(model) -> set[int]:
+    """Ids of the parameters MeZO's weight decay skips: biases and the weights of normalisation layers.
+
+    Decided by structure, not by names: a parameter registered as ``bias`` on its module, or any parameter of
+    a module whose class is a normalisation layer (``LayerNorm``, LLaMA's ``LlamaRMSNorm``, ...; MeZO skips
+    names containing ``bias``, ``layer_norm`` or ``layernorm``).
+    """
+    ids: set[int] = set()
+    for module in model.modules():
+        is_norm = isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)) or "norm" in type(module).__name__.lower()
+        for name, p in module.named_parameters(recurse=False):
+            if is_norm or name == "bias":
+                ids.add(id(p))
+    return ids
+
+
 def split_parameters(model) -> ParamSplit:
     """Base vs adapter parameters, by peft's structure, each tensor once (tied weights once).
 

@@ -214,6 +214,16 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length, objective)
     if not encoded:
         raise UserError(f"task {cfg.task}: no training examples after encoding")
+    if cfg.batch_size > len(encoded):  # a step cannot draw more examples than there are: refuse, do not cap
+        raise UserError(f"batch_size {cfg.batch_size} exceeds the {len(encoded)} training examples; pass "
+                        f"--batch-size <= {len(encoded)}")
+    # fewer examples than asked (a small data set): the run goes on, with one warning line and a note in run.json
+    capped = {name: {"asked": asked, "got": len(got)} for name, asked, got in
+              (("n_train", cfg.n_train, splits.train), ("n_dev", cfg.n_dev, splits.dev), ("n_eval", cfg.n_eval, splits.eval))
+              if len(got) < asked}
+    if capped and world.is_main:
+        print("warning: the data has fewer examples than asked: " +
+              ", ".join(f"{k} {v['got']} of {v['asked']}" for k, v in capped.items()), file=sys.stderr)
     pad_id = tokenizer.pad_token_id
 
     def collate(chunk):
@@ -277,7 +287,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
                 "base_master": trainer.master_dtype, "dtype": cfg.dtype, "objective": objective,
                 "scoring": spec.scoring, "world": {"size": world.size, "backend": world.backend, "fsdp": cfg.fsdp},
-                "param_devices": sorted({str(p.device) for p in model.parameters()})}
+                "param_devices": sorted({str(p.device) for p in model.parameters()}), "data_capped": capped}
     if folder.mode == "resume":
         run_info["resumed_at_step"] = trainer.state.step
         run_info["resume_changed_fields"] = folder.changed

@@ -44,13 +44,14 @@ from pathlib import Path
 
 import torch
 
-from hybridtheory.algorithm import EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step, sgd_update
+from hybridtheory.algorithm import (EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step, sgd_update,
+                                    step_size_multiplier)
 from hybridtheory.io import atomic_folder
 
 from .config import TrainConfig
 from .distributed import ReducedOracle, World, gather_full, is_sharded, local_chunks, local_rows, local_shard
 from .errors import UserError
-from .models import ParamSplit
+from .models import ParamSplit, no_decay_parameter_ids
 
 # Which block gets which oracle, per method: (base oracle or None if frozen, adapter oracle or None).
 METHOD_ORACLES = {
@@ -191,6 +192,10 @@ class Trainer:
             raise ValueError("method needs a PEFT module but the model has no adapter parameters")
         for p in model.parameters():  # autograd only where FO needs it; ZO and frozen blocks have no graph
             p.requires_grad_(False)
+        # MeZO's ZO weight decay skips biases and normalisation weights (decided on the model's own tensors,
+        # before a master copy stands in for them)
+        exempt = no_decay_parameter_ids(model)
+        decay_masks = {name: [id(p) not in exempt for p in split.tensors(name)] for name in ("base", "adapter")}
         # sharded base (FSDP2): the groups hold this rank's local shards; ``shard_of[(group, i)]`` is the DTensor
         # whose shard tensor i of the group is, ``starts`` where each shard begins in its full flat tensor
         base = split.tensors("base")
@@ -215,13 +220,21 @@ class Trainer:
             base = masters
         self.master_dtype = master_name if self.master_pairs else "none"
         self.groups: list[ParamGroup] = []
+
+        def group(name, params, lr, oracle, mirrors=None):
+            # ZO blocks take MeZO's weight decay in the core; FO decay belongs to the FO optimizer (--weight-decay)
+            wd = cfg.zo_weight_decay if oracle == "zo" else 0.0
+            return ParamGroup(name, params, lr, oracle, weight_decay=wd, decay_mask=decay_masks[name], mirrors=mirrors)
+
         if base_oracle is not None:
             # with a master, the core writes the model's 16-bit weights as cast(master + s mu u) in each
             # perturbation pass and cast(master) in the update pass: no separate casts before forwards
             mirrors = [w for w, _ in self.master_pairs] if self.master_pairs else None
-            self.groups.append(ParamGroup("base", base, cfg.lr_base, base_oracle, mirrors=mirrors))
+            self.groups.append(group("base", base, cfg.lr_base, base_oracle, mirrors=mirrors))
         if adapter_oracle is not None:
-            self.groups.append(ParamGroup("adapter", split.tensors("adapter"), cfg.lr_adapter, adapter_oracle))
+            self.groups.append(group("adapter", split.tensors("adapter"), cfg.lr_adapter, adapter_oracle))
+        self.base_lrs = {g.name: g.lr for g in self.groups}  # the schedule multiplies these each step
+        self.fo_grad_norm: float | None = None  # FO gradient norm of the last step, before clipping
         fo_params = [p for g in self.groups if g.oracle == "fo" for p in g.params]
         for p in fo_params:
             p.requires_grad_(True)
@@ -279,10 +292,17 @@ class Trainer:
 
     # -------------------------------------------------------------- one step
     def fo_update(self, params, grads, lrs) -> None:
-        """SGD (the theory's update, from the core) or one step of the inner Adam/AdamW."""
+        """SGD (the theory's update, from the core) or one step of the inner Adam/AdamW, after clipping the FO
+        gradient to ``max_grad_norm`` (all FO tensors together, as ``torch.nn.utils.clip_grad_norm_``)."""
         if not all(bool(torch.isfinite(g).all()) for g in grads):
             raise Diverged(self.state.step + 1, "non-finite FO gradient")
         with self.clock.phase("fo_update"):
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            self.fo_grad_norm = float(norm)
+            if self.cfg.max_grad_norm > 0:
+                clip = min(1.0, self.cfg.max_grad_norm / (self.fo_grad_norm + 1e-6))
+                if clip < 1.0:
+                    torch._foreach_mul_(grads, clip)
             if self.optimizer is None:
                 sgd_update(params, grads, lrs)
                 return
@@ -292,10 +312,24 @@ class Trainer:
             for p in params:
                 p.grad = None
 
+    def schedule(self) -> float:
+        """Set every block's step size for the coming step: base lr x the schedule's multiplier (the core and
+        the inner Adam/AdamW both read it); returns the multiplier."""
+        cfg = self.cfg
+        multiplier = step_size_multiplier(cfg.lr_schedule, self.state.step, cfg.steps, cfg.warmup_steps)
+        for g in self.groups:
+            g.lr = self.base_lrs[g.name] * multiplier
+        if self.optimizer is not None:
+            for param_group, g in zip(self.optimizer.param_groups, [g for g in self.groups if g.oracle == "fo"]):
+                param_group["lr"] = g.lr
+        return multiplier
+
     def step(self, micro_batches: list[dict], weights: list[float] | None = None) -> dict:
         """One hybrid step on a minibatch (this rank's micro-batches and their loss weights, see
         :mod:`.distributed`); returns the metrics of this step."""
         self.world.take_bytes()  # count this step's traffic only
+        multiplier = self.schedule()
+        self.fo_grad_norm = None
         oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, lambda: None, self.clock,
                              loss_fn=self.loss_fn and (lambda m, batch: _wide(self.loss_fn(m, batch))),
                              weights=weights)
@@ -329,7 +363,14 @@ class Trainer:
             "lr": {g.name: float(g.lr) for g in self.groups}, "oracle": {g.name: g.oracle for g in self.groups},
             "forwards": info.forwards, "backwards": info.backwards, "step_s": step_s,
             "time_s": self.state.elapsed_s, "phase_s": times, "examples_seen": self.state.examples_seen,
+            "lr_multiplier": multiplier,
         }
+        zo_decay = {g.name: float(g.lr) * g.weight_decay for g in self.groups if g.oracle == "zo" and g.weight_decay}
+        if zo_decay:  # the factor lr * wd this step's ZO update shrank the decayed tensors by
+            metrics["zo_decay"] = zo_decay
+        if self.fo_grad_norm is not None:  # the FO gradient's L2 norm before clipping, and whether it was clipped
+            metrics["fo_grad_norm"] = self.fo_grad_norm
+            metrics["fo_clipped"] = bool(0 < self.cfg.max_grad_norm < self.fo_grad_norm + 1e-6)
         if self.world.distributed:
             metrics["comm_bytes"] = self.world.take_bytes()
         if peaks:
