@@ -156,3 +156,34 @@ def test_tiny_model_mirrored_master_equals_in_place_reference():
                 torch.testing.assert_close(master - p0, p - p0, rtol=1e-6, atol=1e-12)
         moved = max(float((p - p0).abs().max()) for p, p0 in zip(ref.groups[0].params, start))
         assert moved > 1e-6  # the comparison is not vacuous
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("law", ["gaussian", "rademacher", "sphere"])
+def test_cuda_step_equals_cpu_step(law):
+    """The CUDA path (Triton kernel when installed, else torch pieces) against the CPU path: one perturbation
+    written into bf16 mirrors and one update with decay, on a block of a few tensors and on its shards."""
+    g = torch.Generator().manual_seed(6)
+    cpu = [torch.randn(1000, 33, generator=g), torch.randn(77, generator=g)]
+    gpu = [t.cuda() for t in cpu]
+    mir_cpu = [t.to(torch.bfloat16) for t in cpu]
+    mir_gpu = [t.to(torch.bfloat16) for t in gpu]
+    d = Direction(31337, law)
+    d.write_shifted(cpu, mir_cpu, 1e-3)
+    d.write_shifted(gpu, mir_gpu, 1e-3)
+    for a, b in zip(mir_cpu, mir_gpu):
+        torch.testing.assert_close(b.cpu().double(), a.double(), rtol=float(torch.finfo(torch.bfloat16).eps), atol=0)
+    coeff = torch.tensor(0.37, dtype=torch.float64)
+    d.add_to(cpu, [coeff * -0.1] * 2, scale_first=[0.99, 1.0], mirrors=mir_cpu)
+    d.add_to(gpu, [coeff.cuda() * -0.1] * 2, scale_first=[0.99, 1.0], mirrors=mir_gpu)
+    for a, b in zip(cpu, gpu):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-6, atol=1e-6)
+    # shards of the CUDA tensors (offsets) draw exactly their entries of the whole direction
+    full = Direction(7, law).materialize(gpu)
+    cut = 12345
+    flat = gpu[0].view(-1)
+    parts = [Direction(7, law, offsets=(0,)).materialize([flat[:cut]])[0],
+             Direction(7, law, offsets=(cut,)).materialize([flat[cut:]])[0]]
+    if law != "sphere":
+        assert torch.equal(torch.cat(parts), full[0].view(-1))
