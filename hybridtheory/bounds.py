@@ -1,4 +1,4 @@
-r"""Theorem 1 and Corollaries 1-2 as code (THEORY.md B.4; proved in ``proofs/``).
+r"""Theorem 1 and Corollaries 1-2 as code (proved in ``proofs/03-theorem1.md`` and ``proofs/04-corollaries.md``).
 
 Every function takes the certified constants ``c`` (:class:`~hybridtheory.assumptions.HGSConstants`),
 the number of components ``n``, the ZO dimension ``dx`` and the direction law, and returns plain

@@ -1,4 +1,4 @@
-r"""Numerical checks of hybrid generalized smoothness (THEORY.md B.2, B.4) and local-constant estimates.
+r"""Numerical checks of hybrid generalized smoothness (proofs/01-hgs.md, proofs/03-theorem1.md) and local-constant estimates.
 
 Two tools:
 

@@ -1,13 +1,13 @@
 """Load a causal LM and its tokenizer, attach a peft module, and split base from adapter parameters.
 
 * ``dtype`` is always passed to ``from_pretrained`` (transformers 5 defaults to ``dtype="auto"``, which
-  would load fp16 checkpoints as fp16; STYLE.md 2.2) and checked after loading.
+  would load fp16 checkpoints as fp16) and checked after loading.
 * ``trust_remote_code`` is off unless asked for.
 * A local folder is loaded with ``local_files_only=True``; a Hub id that cannot be reached gives one line
   saying how to use a local copy instead.
 * The base/adapter split is *structural* (what peft marks as adapter: ``BaseTunerLayer.adapter_layer_names``,
   the prompt encoder of prompt-learning configs, ``ModulesToSaveWrapper.modules_to_save``), never by name
-  strings, and tied weights (OPT's ``lm_head`` = ``embed_tokens``) appear once (STYLE.md 2.3).
+  strings, and tied weights (OPT's ``lm_head`` = ``embed_tokens``) appear once.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def load_model_and_tokenizer(name: str, dtype: str, trust_remote_code: bool = Fa
         raise UserError(f"device_map={device_map} offloads part of {name!r} to disk, but the ZO step needs every weight "
                         "in memory: free GPU or CPU memory, use a smaller model or a 16-bit --dtype")
     want = torch_dtype(dtype)
-    if next(model.parameters()).dtype != want:  # cheap insurance against dtype being ignored (STYLE.md 2.2)
+    if next(model.parameters()).dtype != want:  # cheap insurance against dtype being ignored
         model = model.to(want)
     if want == torch.float64:  # transformers' causal-LM loss casts logits to float32: keep float64 checks exact
         model.loss_function = causal_lm_loss_wide

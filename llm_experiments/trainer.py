@@ -30,7 +30,7 @@ agree). FO gradients are summed over micro-batches.
 (``base_master="auto"``). The core never perturbs the master: each perturbation pass writes the model's 16-bit
 weights as cast(master + s mu u) (rounded once), and the update pass updates the master and writes
 cast(master), so (a) restore is exact (the next write starts from the untouched master), not bf16 drift
-(~1e-2, STYLE.md 1.7), and (b) ZO updates far below the bf16 ULP accumulate in the master instead of
+(~1e-2), and (b) ZO updates far below the bf16 ULP accumulate in the master instead of
 rounding away. ``base_master="float64"`` on an fp32 model makes restore exact to fp32 in practice.
 """
 from __future__ import annotations

@@ -148,7 +148,7 @@ def test_perturb_restore_regenerates_the_same_direction(tok):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
 def test_restore_drift_per_dtype_with_and_without_master(tok, dtype):
-    """+mu u, -2 mu u, +mu u: measure the drift of the model's weights (STYLE.md 1.7), with master 'none'
+    """+mu u, -2 mu u, +mu u: measure the drift of the model's weights , with master 'none'
     (16-bit weights perturbed in place) and 'auto' (fp32 master for 16-bit models)."""
     zo = ZOSettings(mu=1e-3, law="gaussian")
     drift = {}

@@ -1,4 +1,4 @@
-r"""One inner step of hybrid ZO/FO random reshuffling (HZF-RR, THEORY.md B.3), for any blocks.
+r"""One inner step of hybrid ZO/FO random reshuffling (HZF-RR, proofs/00-setting.md §0.2), for any blocks.
 
 The parameters are split into groups, each with its own step size and oracle:
 

@@ -1,4 +1,4 @@
-"""Synthetic finite-sum families with certified hybrid-smoothness constants (THEORY.md section C).
+"""Synthetic finite-sum families with certified hybrid-smoothness constants (proofs/01-hgs.md §1.4 and each module).
 
 ``make(name, **params)`` builds a family by name; ``families()`` (or ``FAMILIES``) lists the registered
 names. A family in *your own* module is one call away from everything that takes a family name
