@@ -118,6 +118,8 @@ class TrainConfig:
     log_every: int = _f(1, "write a metrics.jsonl line every this many steps", trajectory=False)
     track_displacement: bool = _f(True, "log ||block - block_start|| at evaluations (keeps a CPU copy of the start)",
                                   trajectory=False)
+    phase_detail: bool = _f(False, "per-phase times and peak memory on CUDA (synchronises the GPU at every phase; "
+                                   "CPU always has them)", trajectory=False)
     # outputs
     output_dir: str = _f("runs/run", "run folder", kind=str, trajectory=False)
     save_model: str = _f("separate", "separate (base + adapter folders), merged (LoRA/IA3 merged into base) or none",

@@ -62,18 +62,22 @@ MASTER_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class PhaseClock:
-    """Wall time and (on CUDA) peak allocated memory per phase of a step, and the whole step's peak.
+    """Step time, the whole step's peak memory (CUDA), and optionally the same per phase of a step.
 
-    CUDA has one peak counter; each phase resets it, so before every reset the peak of the interval that
-    just ended is folded into the step's peak (``peaks["step"]``), which thus also covers the work between
-    phases (perturbations, ZO update). Each phase boundary synchronises (a CPU-GPU sync point) so the times
-    are the GPU's.
+    The step is timed with CUDA events on GPU (one wait, at the end of the step) and with the wall clock on CPU.
+    Per-phase detail is free on CPU and always on there. On CUDA it is opt-in (``detail``): each phase boundary
+    then synchronises the GPU (so the phase times are the GPU's) and resets the one peak counter, folding the
+    peak of the interval that just ended into the step's peak (``peaks["step"]``). Without detail there is no
+    synchronisation inside the step, and the step's peak is read once at its end.
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, detail: bool = False):
         self.cuda = device.type == "cuda"
+        self.detail = detail or not self.cuda
         self.times: dict[str, float] = {}
         self.peaks: dict[str, float] = {}
+        self._events = None
+        self._wall = 0.0
 
     def _fold(self) -> float:
         peak = torch.cuda.max_memory_allocated() / 2**20
@@ -82,6 +86,9 @@ class PhaseClock:
 
     @contextmanager
     def phase(self, name: str):
+        if not self.detail:
+            yield
+            return
         if self.cuda:
             torch.cuda.synchronize()
             self._fold()
@@ -98,8 +105,20 @@ class PhaseClock:
     def start(self) -> None:
         """Begin a step: forget peaks of whatever ran between steps (evaluation, logging)."""
         if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats()  # allocator statistics live on the host: no sync needed
+            if torch.cuda.is_available():
+                self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                self._events[0].record()
+        self._wall = time.perf_counter()
+
+    def stop(self) -> float:
+        """End a step: its duration in seconds (CUDA events on GPU: waits for the step's kernels)."""
+        if self.cuda and self._events is not None:
+            begin, end = self._events
+            end.record()
+            end.synchronize()
+            return begin.elapsed_time(end) / 1e3
+        return time.perf_counter() - self._wall
 
     def take(self) -> tuple[dict, dict]:
         if self.cuda:
@@ -184,7 +203,7 @@ class Trainer:
         self.model, self.cfg, self.device, self.loss_fn = model, cfg, device, loss_fn
         self.world = world or World(device=device)  # one process: collectives are no-ops
         self.state = TrainState()
-        self.clock = PhaseClock(device)
+        self.clock = PhaseClock(device, detail=cfg.phase_detail)
         self.peak_mem_mb: dict[str, float] = {}  # CUDA only: max over steps, per phase and "step"
         self.sampler = EpochSampler(n=n_train, seed=cfg.seed, replacement=cfg.sampling == "replacement")
         base_oracle, adapter_oracle = METHOD_ORACLES[cfg.method]
@@ -336,12 +355,9 @@ class Trainer:
         if self.world.distributed:
             oracle = ReducedOracle(oracle, self.world)
         self.clock.start()
-        start = time.perf_counter()
         info = hybrid_step(self.groups, oracle, self.zo, derive_seed(self.cfg.seed, self.state.step),
                            fo_point=self.cfg.fo_point, fo_update=self.fo_update)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        step_s = time.perf_counter() - start
+        step_s = self.clock.stop()
         times, peaks = self.clock.take()
         if info.loss is not None:              # the FO pass's loss (at x; at the updated x for gauss_seidel)
             loss = info.loss
@@ -357,7 +373,8 @@ class Trainer:
         self.state.forwards += info.forwards
         self.state.backwards += info.backwards
         self.state.elapsed_s += step_s
-        times["other"] = max(step_s - sum(times.values()), 0.0)  # perturb/restore passes, ZO update, syncs
+        if self.clock.detail:
+            times["other"] = max(step_s - sum(times.values()), 0.0)  # perturb/restore passes, ZO update, syncs
         metrics = {
             "step": self.state.step, "epoch": self.state.epoch, "loss": float(loss),
             "lr": {g.name: float(g.lr) for g in self.groups}, "oracle": {g.name: g.oracle for g in self.groups},
