@@ -31,6 +31,11 @@ Two tools:
    :math:`\|\Delta\nabla_y\|/\|\Delta y\|` (:math:`\hat L_y`), plus the largest gradient norms. These are
    *lower* estimates of the local suprema (a maximum over sampled pairs), not certificates.
 
+3. **Pointwise block spectra** from exact Hessian-vector products (double backward), for losses too large
+   for :func:`check_hessian`'s dense Hessians: :func:`block_power_iteration` (top eigenvalue of ``H_xx`` or
+   ``H_yy``), :func:`cross_block_norm` (``||H_xy||``) and :func:`hutchinson_trace` (``tr H_xx``; over the
+   top eigenvalue it is the effective rank of the block). Built on :func:`autograd_hvp_fn`.
+
 Command line: ``python -m hybridtheory.hgs_check --report`` prints soundness (max observed ratio per
 constant per family) and tightness (ratio at the documented maximisers) for every family built here.
 """
@@ -396,6 +401,126 @@ def estimate_local_constants(grad_fn: Callable, x0, y0, radius: float, n_points:
             dxb = _scaled_to(dgx, h)
     return LocalConstants(L_x=Lx, L_c=Lc, L_y=Ly, G_x=Gx, G_y=Gy, n_points=n_points, radius=float(radius),
                           n_grad_calls=calls)
+
+
+# -- 3. pointwise block spectra from Hessian-vector products -------------------------------------
+
+
+def autograd_hvp_fn(loss_fn: Callable[[Block, Block], torch.Tensor]) -> Callable:
+    """``hvp(xs, ys, vx, vy) -> (Hv_x, Hv_y)``: the exact Hessian-vector product of ``loss_fn(xs, ys)``.
+
+    Double backward through the loss (no finite differences), on lists of tensors like
+    :func:`autograd_grad_fn`. ``vx`` or ``vy`` may be ``None`` (a zero part of the vector).
+    """
+    def hvp(xs, ys, vx, vy):
+        xs = [t.detach().requires_grad_(True) for t in xs]
+        ys = [t.detach().requires_grad_(True) for t in ys]
+        params = xs + ys
+        vx = [torch.zeros_like(t) for t in xs] if vx is None else vx
+        vy = [torch.zeros_like(t) for t in ys] if vy is None else vy
+        grads = torch.autograd.grad(loss_fn(xs, ys), params, create_graph=True, allow_unused=True)
+        dot = sum((g * v).sum() for g, v in zip(grads, vx + vy) if g is not None and g.requires_grad)
+        if not isinstance(dot, torch.Tensor):  # the loss is at most linear in these tensors: H = 0
+            hv = [None] * len(params)
+        else:
+            hv = torch.autograd.grad(dot, params, allow_unused=True)
+        hv = [torch.zeros_like(t) if h is None else h.detach() for t, h in zip(params, hv)]
+        return hv[: len(xs)], hv[len(xs):]
+    return hvp
+
+
+@dataclass(frozen=True)
+class SpectrumEstimate:
+    """Power iteration's result: ``value`` (the dominant eigenvalue, signed Rayleigh quotient, or the top
+    singular value for a cross block), ``norm`` (``||H v||`` at the unit iterate), ``rel_change`` (relative
+    change of ``norm`` over the last iteration: a convergence indicator) and ``iterations`` (HVPs used)."""
+
+    value: float
+    norm: float
+    rel_change: float
+    iterations: int
+
+
+def _dot(a: Block, b: Block) -> float:
+    return sum(float((ta.double() * tb.double()).sum()) for ta, tb in zip(a, b))
+
+
+def _rademacher_like(block: Block, generator: torch.Generator) -> Block:
+    return [(torch.randint(0, 2, t.shape, generator=generator, device="cpu") * 2 - 1).to(t.device, t.dtype)
+            for t in block]
+
+
+def block_power_iteration(hvp: Callable, xs: Block, ys: Block, block: str, iters: int = 20,
+                          generator: torch.Generator | None = None, rtol: float = 1e-6) -> SpectrumEstimate:
+    """Dominant eigenvalue of the diagonal Hessian block ``H_xx`` (``block="x"``) or ``H_yy`` (``"y"``).
+
+    Power iteration on exact HVPs at the point ``(xs, ys)``, starting from a Gaussian vector; stops after
+    ``iters`` HVPs or when ``||H v||`` changes by less than ``rtol`` (relative). ``norm`` converges to the
+    block's spectral norm (the largest |eigenvalue|), ``value`` to that eigenvalue with its sign.
+    """
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    own = xs if block == "x" else ys
+    if not own or sum(t.numel() for t in own) == 0:
+        return SpectrumEstimate(0.0, 0.0, 0.0, 0)
+    v = _scaled_to(_randn_like(own, gen), 1.0)
+    norm = value = 0.0
+    change, k = math.inf, 0
+    for k in range(1, iters + 1):
+        hx, hy = hvp(xs, ys, v, None) if block == "x" else hvp(xs, ys, None, v)
+        hv = hx if block == "x" else hy
+        new_norm, value = _norm(hv), _dot(v, hv)
+        change = abs(new_norm - norm) / new_norm if new_norm > 0 else 0.0
+        norm = new_norm
+        if new_norm == 0 or change < rtol:
+            break
+        v = _scaled_to(hv, 1.0)
+    return SpectrumEstimate(value=value, norm=norm, rel_change=change, iterations=k)
+
+
+def cross_block_norm(hvp: Callable, xs: Block, ys: Block, iters: int = 20,
+                     generator: torch.Generator | None = None, rtol: float = 1e-6) -> SpectrumEstimate:
+    """Spectral norm of the cross block ``H_xy`` (the ``L_c`` of (H1)/(H2) at a point).
+
+    Power iteration on ``H_yx H_xy``: a unit ``v_y`` gives ``w = H_xy v_y`` (the x part of ``H (0, v_y)``),
+    then ``H_yx w`` (the y part of ``H (w, 0)``); ``value = norm = ||H_xy v_y||`` at the last unit iterate.
+    """
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    if not xs or not ys:
+        return SpectrumEstimate(0.0, 0.0, 0.0, 0)
+    v = _scaled_to(_randn_like(ys, gen), 1.0)
+    sigma, change, k = 0.0, math.inf, 0
+    for k in range(1, iters + 1):
+        w = hvp(xs, ys, None, v)[0]
+        new = _norm(w)
+        change = abs(new - sigma) / new if new > 0 else 0.0
+        sigma = new
+        if new == 0 or change < rtol:
+            break
+        u = hvp(xs, ys, w, None)[1]
+        if _norm(u) == 0:
+            break
+        v = _scaled_to(u, 1.0)
+    return SpectrumEstimate(value=sigma, norm=sigma, rel_change=change, iterations=k)
+
+
+def hutchinson_trace(hvp: Callable, xs: Block, ys: Block, block: str, samples: int = 16,
+                     generator: torch.Generator | None = None) -> tuple[float, float]:
+    """Hutchinson's estimate of ``tr H_xx`` (``block="x"``) or ``tr H_yy``: the mean of ``v^T H v`` over
+    Rademacher ``v``. Returns ``(mean, standard error)`` (the standard error is 0 for one sample)."""
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    own = xs if block == "x" else ys
+    if not own:
+        return 0.0, 0.0
+    vals = []
+    for _ in range(samples):
+        v = _rademacher_like(own, gen)
+        hx, hy = hvp(xs, ys, v, None) if block == "x" else hvp(xs, ys, None, v)
+        vals.append(_dot(v, hx if block == "x" else hy))
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, 0.0
+    var = sum((a - mean) ** 2 for a in vals) / (len(vals) - 1)
+    return mean, math.sqrt(var / len(vals))
 
 
 # -- report ----------------------------------------------------------------------------------------

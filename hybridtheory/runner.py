@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .algorithm import EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step
+from .algorithm import (DIFFERENCES, FO_POINTS, LAWS, DirectionBank, EpochSampler, ParamGroup, ZOSettings,
+                        derive_seed, hybrid_step)
 from .objectives.base import DTYPE, FiniteSumProblem
 
 METHODS: dict[str, tuple[str, str, bool]] = {
@@ -73,14 +74,28 @@ class RunConfig:
     stop_eps: float | Sequence[float] | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {tuple(METHODS)}")
-        if self.epochs < 1 or self.replicates < 1:
-            raise ValueError("epochs and replicates must be >= 1")
-        for name in ("eta_x", "eta_y", "mu", "stop_eps"):
+        """Refuse a bad value with one line naming the field and the expected form (ValueError)."""
+        choices = {"method": tuple(METHODS), "law": LAWS, "difference": DIFFERENCES, "fo_point": FO_POINTS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {allowed}")
+        for name, low in (("epochs", 1), ("replicates", 1), ("queries", 1), ("seed", 0)):
             v = getattr(self, name)
-            if isinstance(v, (list, tuple, np.ndarray)) and len(v) != self.replicates:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        for name, positive in (("eta_x", False), ("eta_y", False), ("mu", True), ("stop_eps", True)):
+            v = getattr(self, name)
+            if v is None and name == "stop_eps":
+                continue
+            many = isinstance(v, (list, tuple, np.ndarray))
+            if many and len(v) != self.replicates:
                 raise ValueError(f"{name} has {len(v)} values for {self.replicates} replicates")
+            try:
+                values = np.asarray(v if many else [v], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a number or one number per replicate, got {v!r}") from None
+            if not (np.isfinite(values).all() and ((values > 0).all() if positive else (values >= 0).all())):
+                raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {v!r}")
 
     def per_replicate(self, name: str) -> torch.Tensor | float:
         v = getattr(self, name)
@@ -102,15 +117,18 @@ class RunState:
     epoch: int = 0
     position: int = 0
     stopped_at: torch.Tensor | None = None   # epoch at which each replicate met stop_eps (-1: not yet)
+    diverged_at: torch.Tensor | None = None  # first recorded epoch with a non-finite iterate (-1: never)
 
     def state_dict(self) -> dict:
         return {"x": self.x.clone(), "y": self.y.clone(), "epoch": self.epoch, "position": self.position,
-                "stopped_at": None if self.stopped_at is None else self.stopped_at.clone()}
+                "stopped_at": None if self.stopped_at is None else self.stopped_at.clone(),
+                "diverged_at": None if self.diverged_at is None else self.diverged_at.clone()}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "RunState":
         return cls(d["x"].clone(), d["y"].clone(), int(d["epoch"]), int(d["position"]),
-                   None if d.get("stopped_at") is None else d["stopped_at"].clone())
+                   None if d.get("stopped_at") is None else d["stopped_at"].clone(),
+                   None if d.get("diverged_at") is None else d["diverged_at"].clone())
 
 
 @dataclass
@@ -124,15 +142,32 @@ class Trajectory:
     stopped_at: np.ndarray            # (S,) first epoch with ||grad F|| <= stop_eps, -1 if never
     config: dict = field(default_factory=dict)
     state: RunState | None = None
+    diverged_at: np.ndarray | None = None  # (S,) first recorded epoch with a non-finite iterate, -1 if never
 
     @property
     def grad_sq(self) -> np.ndarray:
         return self.grad_sq_x + self.grad_sq_y
 
+    @property
+    def diverged(self) -> np.ndarray:
+        """(S,) mask of replicates whose iterate became non-finite (NaN/inf): leave them out of averages."""
+        if self.diverged_at is None:
+            return np.zeros(self.stopped_at.shape, dtype=bool)
+        return self.diverged_at >= 0
+
+
+def finite_mean(values: np.ndarray, diverged: np.ndarray) -> np.ndarray:
+    """Mean over the last (replicate) axis of the replicates that did not diverge (NaN where all did)."""
+    keep = np.broadcast_to(~np.asarray(diverged, bool), values.shape)
+    count = keep.sum(-1)
+    total = np.where(keep, values, 0.0).sum(-1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
 
 def initial_state(problem: FiniteSumProblem, cfg: RunConfig) -> RunState:
     x, y = problem.initial_point((cfg.replicates,))
-    return RunState(x.clone(), y.clone(), stopped_at=torch.full((cfg.replicates,), -1, dtype=torch.long))
+    return RunState(x.clone(), y.clone(), stopped_at=torch.full((cfg.replicates,), -1, dtype=torch.long),
+                    diverged_at=torch.full((cfg.replicates,), -1, dtype=torch.long))
 
 
 def step_seed(cfg: RunConfig, epoch: int, position: int, n: int) -> int:
@@ -148,7 +183,23 @@ def make_groups(cfg: RunConfig, state: RunState) -> list[ParamGroup]:
 
 def zo_settings(cfg: RunConfig) -> ZOSettings:
     return ZOSettings(mu=cfg.per_replicate("mu"), law=cfg.law, difference=cfg.difference,
-                      queries=cfg.queries, batch_dims=1, dtype=DTYPE, cache=True)
+                      queries=cfg.queries, batch_dims=1, dtype=DTYPE, cache=True,
+                      bank=DirectionBank(cfg.law, DTYPE))
+
+
+_BANK_ENTRIES = 1 << 15  # direction entries drawn per bank fill
+
+
+def _fill_bank(zo: ZOSettings, cfg: RunConfig, template: list[torch.Tensor], epoch: int, position: int,
+               n: int) -> None:
+    """Draw the directions of the next few steps in one pass (see DirectionBank)."""
+    per_step = cfg.queries * sum(t.numel() for t in template)
+    steps = max(1, min(256, _BANK_ENTRIES // max(per_step, 1)))
+    first = epoch * n + position
+    last = min(first + steps, cfg.epochs * n)
+    seeds = [derive_seed(step_seed(cfg, s // n, s % n, n), k) for s in range(first, last)
+             for k in range(cfg.queries)]
+    zo.bank.fill(seeds, template)
 
 
 def run(problem: FiniteSumProblem, cfg: RunConfig, state: RunState | None = None, record_every: int = 1,
@@ -162,21 +213,32 @@ def run(problem: FiniteSumProblem, cfg: RunConfig, state: RunState | None = None
     sampler = EpochSampler(n, cfg.seed, (cfg.replicates,), replacement=METHODS[cfg.method][2])
     groups = make_groups(cfg, state)
     zo = zo_settings(cfg)
+    zo_template = [p for g in groups if g.oracle == "zo" for p in g.params]
     stop = cfg.per_replicate("stop_eps") if cfg.stop_eps is not None else None
     rec_e, rec_gx, rec_gy, rec_v = [], [], [], []
 
+    if state.diverged_at is None:
+        state.diverged_at = torch.full((cfg.replicates,), -1, dtype=torch.long)
+    diverged_at = state.diverged_at
+
     def record(epoch: int) -> bool:
         gx, gy = problem.grad_norm_sq(state.x, state.y)
+        value = problem.full_value(state.x, state.y)
+        finite = (torch.isfinite(state.x).reshape(cfg.replicates, -1).all(1)
+                  & torch.isfinite(state.y).reshape(cfg.replicates, -1).all(1)
+                  & torch.isfinite(gx) & torch.isfinite(gy))
+        diverged_at[(diverged_at < 0) & ~finite] = epoch
         if epoch % record_every == 0 or epoch == cfg.epochs:
             rec_e.append(epoch)
             rec_gx.append(gx.numpy().copy())
             rec_gy.append(gy.numpy().copy())
-            rec_v.append(problem.full_value(state.x, state.y).numpy().copy())
+            rec_v.append(value.numpy().copy())
         if stop is None:
             return False
         newly = (state.stopped_at < 0) & ((gx + gy).sqrt() <= stop)
         state.stopped_at[newly] = epoch
-        return bool((state.stopped_at >= 0).all())
+        # a diverged replicate never meets the rule: it does not keep the batch running
+        return bool(((state.stopped_at >= 0) | (diverged_at >= 0)).all())
 
     bar = None
     if progress:
@@ -190,8 +252,10 @@ def run(problem: FiniteSumProblem, cfg: RunConfig, state: RunState | None = None
             order = sampler.order(state.epoch)
             for i in range(state.position, n):
                 j = order[:, i]
-                hybrid_step(groups, problem.oracle(j, state.x, state.y), zo,
-                            step_seed(cfg, state.epoch, i, n), fo_point=cfg.fo_point)
+                seed = step_seed(cfg, state.epoch, i, n)
+                if zo_template and derive_seed(seed, 0) not in zo.bank:
+                    _fill_bank(zo, cfg, zo_template, state.epoch, i, n)
+                hybrid_step(groups, problem.oracle(j, state.x, state.y), zo, seed, fo_point=cfg.fo_point)
                 state.position = i + 1
             state.epoch, state.position = state.epoch + 1, 0
             done = record(state.epoch)
@@ -200,7 +264,7 @@ def run(problem: FiniteSumProblem, cfg: RunConfig, state: RunState | None = None
     if bar is not None:
         bar.close()
     return Trajectory(np.asarray(rec_e), np.stack(rec_gx), np.stack(rec_gy), np.stack(rec_v),
-                      state.stopped_at.numpy().copy(), cfg.to_dict(), state)
+                      state.stopped_at.numpy().copy(), cfg.to_dict(), state, diverged_at.numpy().copy())
 
 
 def ergodic_weighted_average(traj: Trajectory, eta_x, eta_y, T: int) -> np.ndarray:

@@ -6,8 +6,10 @@
                finished cells are skipped, so re-running continues an interrupted grid.
 * ``report``   results table (Markdown + CSV) and plots from run folders.
 * ``bench``    step time and peak memory of every method on a randomly initialised architecture.
+* ``probe``    the theory's constants (Hessian blocks, (L0, L1), heterogeneity, effective rank) at checkpoints.
 
-Bad input prints one ``error: ...`` line on stderr and exits with status 2.
+Bad input prints one ``error: ...`` line on stderr and exits with status 2; a run that diverges (non-finite
+loss, gradient, ZO coefficient or parameter) prints one line and exits with status 3.
 """
 from __future__ import annotations
 
@@ -47,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="one training run")
     train.add_argument("--config", default=None, help="JSON or YAML file with TrainConfig fields")
-    train.add_argument("--resume", action="store_true", help="continue from RUN/last_state if present")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the unfinished run in --output-dir from its checkpoint (the config must "
+                            "match the saved one in every field that changes the run)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run in --output-dir (finished or not) with a fresh run")
     train.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     add_config_arguments(train)
 
@@ -67,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("folder", help="output folder (model/ and one data folder per task)")
     demo.add_argument("--arch", default="opt", help="opt, llama or gpt2")
 
+    probe = sub.add_parser("probe", help="the theory's constants of a model's loss at checkpoints of a run")
+    probe.add_argument("--config", default=None, help="JSON or YAML file with TrainConfig fields")
+    probe.add_argument("--checkpoints", type=int, nargs="+", default=[0],
+                       help="steps at which to probe (0 = before training); the run stops at the last")
+    from .probe import add_probe_arguments
+    add_probe_arguments(probe)
+    add_config_arguments(probe)
+
     bench = sub.add_parser("bench", help="step time and peak memory of every method")
     from .bench import add_bench_arguments
     add_bench_arguments(bench)
@@ -81,13 +95,34 @@ def _cmd_train(ns) -> int:
     if ns.print_config:
         print(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
         return 0
-    results = run_training(cfg, resume=ns.resume)
+    results = run_training(cfg, resume=ns.resume, overwrite=ns.overwrite)
     from .distributed import is_main_process
     if not is_main_process():  # one summary line per run, not per rank
         return 0
+    if results["status"] == "diverged":
+        d = results["diverged"]
+        print(f"error: run diverged at step {d['step']} ({d['reason']}); saved the best finite state (step "
+              f"{results['selected_step']}) in {cfg.output_dir}", file=sys.stderr)
+        return 3
     ev = results["eval"]
     print(f"{cfg.method} {cfg.task}: eval accuracy {ev['accuracy']:.4f} (majority {ev['majority_baseline']:.4f}, "
           f"n={ev['n']}), selected step {results['selected_step']}; run folder {cfg.output_dir}")
+    return 0
+
+
+def _cmd_probe(ns) -> int:
+    from .config import config_from_namespace
+    from .probe import run_probe, settings_from_namespace
+
+    cfg = config_from_namespace(ns)
+    result = run_probe(cfg, ns.checkpoints, settings_from_namespace(ns), cfg.output_dir, eps=ns.eps)
+    fit, th = result["l0_l1_fit"], result["theory"]
+    for p in result["checkpoints"]:
+        print(f"step {p['step']:>5}: |lambda|max base {p['hessian']['base']['norm']:.4g}, adapter "
+              f"{p['hessian']['adapter']['norm']:.4g}, ||H_xy|| {p['hessian']['cross']['norm']:.4g}, "
+              f"eff. rank base {p['effective_rank']['base']:.4g}, ||grad_y|| {p['grad_norm']['adapter']:.4g}")
+    print(f"(L0, L1) fit: L0 = {fit['L0']:.4g}, L1 = {fit['L1']:.4g}; Theorem 1 caps eta_x <= {th['eta_x_cap']:.3g}, "
+          f"eta_y <= {th['eta_y_cap']:.3g}; written to {cfg.output_dir}/probe.json")
     return 0
 
 
@@ -114,7 +149,9 @@ def _cmd_validate(ns) -> int:
             continue
         say(f"[{i}/{len(cells)}] {cfg.output_dir}")
         try:
-            run_training(cfg, resume=True)
+            results = run_training(cfg, resume=(Path(cfg.output_dir) / "config.json").is_file())
+            if results["status"] == "diverged":
+                raise UserError(f"diverged at step {results['diverged']['step']} ({results['diverged']['reason']})")
         except UserError as exc:
             failures += 1
             print(f"error: {cfg.output_dir}: {exc}", file=sys.stderr)
@@ -169,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_validate(ns)
         if ns.command == "report":
             return _cmd_report(ns)
+        if ns.command == "probe":
+            return _cmd_probe(ns)
         if ns.command == "demo-assets":
             return _cmd_demo_assets(ns)
         from .bench import run_bench_command

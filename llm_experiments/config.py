@@ -14,6 +14,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hybridtheory.io import atomic_write_text
+
 from .errors import UserError
 
 METHODS = ("hybrid", "fo-full", "fo-peft", "zo-full", "zo-peft")
@@ -28,11 +30,17 @@ MASTERS = ("auto", "none", "float32", "float64")
 SELECTIONS = ("best_dev", "last")
 SAVE_MODES = ("separate", "merged", "none")
 DEVICES = ("auto", "cpu", "cuda")
+OBJECTIVE_CHOICES = ("auto", "classification", "lm")
+WINOGRANDE_CHOICES = ("zo-bench", "partial")
 
 
-def _f(default: Any, help: str, choices: tuple | None = None, kind: type | None = None, nargs: str | None = None):
+def _f(default: Any, help: str, choices: tuple | None = None, kind: type | None = None, nargs: str | None = None,
+       trajectory: bool = True):
+    """A config field. ``trajectory=False`` marks a field that cannot change what a run computes (outputs,
+    logging, progress): ``--resume`` lets it change; every other field must match the saved config."""
     kind = kind or type(default)
-    return field(default=default, metadata={"help": help, "choices": choices, "kind": kind, "nargs": nargs})
+    return field(default=default, metadata={"help": help, "choices": choices, "kind": kind, "nargs": nargs,
+                                            "trajectory": trajectory})
 
 
 @dataclass
@@ -43,10 +51,15 @@ class TrainConfig:
     model: str = _f("", "Hugging Face causal-LM id (e.g. facebook/opt-1.3b) or a local folder", kind=str)
     dtype: str = _f("float32", "dtype the model is loaded in (always passed explicitly; float64 for exact checks "
                                "on tiny models)", DTYPES)
-    trust_remote_code: bool = _f(False, "allow model code from the Hub (off: never runs remote code)")
-    device: str = _f("auto", "auto (cuda if available), cpu or cuda", DEVICES)
+    trust_remote_code: bool = _f(False, "allow model code from the Hub (off: never runs remote code)",
+                                 trajectory=False)
+    device: str = _f("auto", "auto (cuda if available), cpu or cuda", DEVICES, trajectory=False)
+    device_map: str = _f("none", "auto: split the model's layers over this node's GPUs (model parallel, as MeZO); "
+                                 "none: the whole model on --device", ("none", "auto"), trajectory=False)
+    gradient_checkpointing: bool = _f(False, "recompute each block's activations in the FO backward (less memory, "
+                                             "one more forward of the FO pass)", trajectory=False)
     dist_timeout_s: float = _f(600.0, "distributed runs (torchrun / accelerate launch): seconds a collective may wait "
-                                      "for the other ranks before the run stops with one line")
+                                      "for the other ranks before the run stops with one line", trajectory=False)
     # task and data
     task: str = _f("sst2", "task name (see llm_experiments.tasks.TASKS)", kind=str)
     data: str | None = _f(None, "local data: a folder or file (JSONL/CSV/parquet) with the task's fields; "
@@ -55,7 +68,11 @@ class TrainConfig:
     n_dev: int = _f(500, "dev examples (model selection); carved from train, capped for small sets")
     n_eval: int = _f(1000, "evaluation examples (sampled from the public validation split)")
     data_seed: int = _f(0, "seed of the train/dev/eval sampling")
-    max_length: int = _f(256, "max tokens per training sequence")
+    max_length: int = _f(256, "max tokens per sequence (training and evaluation; the prompt is cut from the left)")
+    objective: str = _f("auto", "training objective: classification (CE over the candidates' scores), lm (gold "
+                                "continuation) or auto (the task's published protocol)", OBJECTIVE_CHOICES)
+    winogrande_scoring: str = _f("zo-bench", "WinoGrande candidates: zo-bench (option + suffix given the prefix) "
+                                             "or partial (lm-eval: suffix given prefix + option)", WINOGRANDE_CHOICES)
     # method
     method: str = _f("hybrid", "hybrid: base ZO + adapter FO; fo-full; fo-peft; zo-full (MeZO); zo-peft", METHODS)
     peft: str = _f("lora", "PEFT kind for hybrid / fo-peft / zo-peft (ignored by full methods)", PEFT_KINDS)
@@ -87,13 +104,14 @@ class TrainConfig:
     eval_every: int = _f(0, "evaluate on dev every this many steps (0: only at the end)")
     eval_batch_size: int = _f(16, "candidates scored per batch in evaluation")
     select: str = _f("best_dev", "model to evaluate and save: best_dev (by dev accuracy) or last", SELECTIONS)
-    log_every: int = _f(1, "write a metrics.jsonl line every this many steps")
-    track_displacement: bool = _f(True, "log ||block - block_start|| at evaluations (keeps a CPU copy of the start)")
+    log_every: int = _f(1, "write a metrics.jsonl line every this many steps", trajectory=False)
+    track_displacement: bool = _f(True, "log ||block - block_start|| at evaluations (keeps a CPU copy of the start)",
+                                  trajectory=False)
     # outputs
-    output_dir: str = _f("runs/run", "run folder", kind=str)
+    output_dir: str = _f("runs/run", "run folder", kind=str, trajectory=False)
     save_model: str = _f("separate", "separate (base + adapter folders), merged (LoRA/IA3 merged into base) or none",
-                         SAVE_MODES)
-    progress: bool = _f(True, "show progress bars")
+                         SAVE_MODES, trajectory=False)
+    progress: bool = _f(True, "show progress bars", trajectory=False)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "TrainConfig":
@@ -127,6 +145,8 @@ class TrainConfig:
         if self.zo_difference == "forward" and self.fo_dropout and self.method == "hybrid":
             raise UserError("zo_difference=forward reuses the FO pass's loss as f(x); that needs a deterministic FO "
                             "pass: drop --fo-dropout or use --zo-difference central")
+        if self.device_map != "none" and self.device == "cpu":
+            raise UserError("device_map=auto places layers on GPUs; with --device cpu leave --device-map none")
         if self.save_model == "merged" and self.uses_peft and self.peft in ("prefix", "prompt"):
             raise UserError(f"save_model=merged needs a mergeable adapter (lora, ia3), not {self.peft}; use separate")
         return self
@@ -134,6 +154,23 @@ class TrainConfig:
     @property
     def uses_peft(self) -> bool:
         return self.method in ("hybrid", "fo-peft", "zo-peft")
+
+    # ------------------------------------------------------------------ paths and resume fingerprint
+    def with_absolute_paths(self) -> "TrainConfig":
+        """Local model/data paths and the output folder made absolute (a saved config re-runs from anywhere);
+        a Hub id (no such local path) stays as it is."""
+        values = self.to_dict()
+        for name in ("model", "data"):
+            if values[name] and Path(values[name]).expanduser().exists():
+                values[name] = str(Path(values[name]).expanduser().resolve())
+        values["output_dir"] = str(Path(self.output_dir).expanduser().resolve())
+        return TrainConfig(**values)
+
+    def differences(self, other: "TrainConfig") -> tuple[list[str], list[str]]:
+        """Fields whose values differ from ``other``: (trajectory-changing, others), each sorted."""
+        changed = [f for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+        return (sorted(f.name for f in changed if f.metadata["trajectory"]),
+                sorted(f.name for f in changed if not f.metadata["trajectory"]))
 
     # ------------------------------------------------------------------ dict / file round trip
     def to_dict(self) -> dict:
@@ -248,7 +285,6 @@ def parse_train_args(argv: list[str]) -> TrainConfig:
 
 def write_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the config as JSON (atomically)."""
-    from .runs import atomic_write_text
     atomic_write_text(Path(path), json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
@@ -305,6 +341,11 @@ class GridConfig:
                         data["output_dir"] = str(Path(self.output_root) / slug / task / label / f"seed{seed}")
                         runs.append(TrainConfig.from_dict(data, f"grid cell {slug}/{task}/{label}/seed{seed}").validate())
         return runs
+
+
+def trajectory_fields() -> list[str]:
+    """Fields that change what a run computes (compared by ``--resume``)."""
+    return [f.name for f in fields(TrainConfig) if f.metadata["trajectory"]]
 
 
 def field_defaults() -> dict:

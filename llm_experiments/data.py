@@ -10,8 +10,9 @@ Small pools (WSC has 554 training examples; MeZO's DEV=500 left it 54 to train o
 train takes what is left up to ``n_train``. The same one-fifth rule carves an eval set off a single local file
 that has no separate eval file (eval is carved first, then train/dev come from the rest).
 
-Encoding: context and continuation are tokenised so that their concatenation is what the model sees; the
-loss (training) and the score (evaluation) cover the continuation tokens only. Long inputs lose tokens from the
+Encoding: context and continuation are tokenised so that their concatenation is what the model sees (exact
+tokens: nothing moves between them); the loss (training) and the score (evaluation) cover the continuation
+tokens only, through the one scoring function of :mod:`llm_experiments.scoring`. Long inputs lose tokens from the
 *left of the context* (the start of the prompt), never from the answer.
 """
 from __future__ import annotations
@@ -35,8 +36,11 @@ __all__ = [
     "sample_indices",
     "encode_pair",
     "encode_candidates",
+    "EncodedCandidates",
+    "check_candidates",
     "encode_for_training",
     "collate",
+    "collate_candidates",
     "LOCAL_EXTENSIONS",
     "EVAL_SPLIT_NAMES",
 ]
@@ -386,24 +390,24 @@ def _adds_bos(tokenizer) -> bool:
 def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> tuple[list[int], int]:
     """Token ids of ``context + continuation`` and the number of trailing continuation tokens.
 
-    The context's trailing whitespace moves to the continuation (so " great" stays one word). Continuation
-    tokens are those of the joint encoding after the context's own tokens when the joint encoding starts
-    with them (no merge across the boundary); otherwise the continuation is encoded on its own. A bos token
-    is prepended when the tokenizer does so by default; no eos is appended. When the result is longer than
-    ``max_length``, tokens are dropped from the left of the context (the bos stays); the continuation is cut
-    from the right only if it alone would not fit beside one context token.
+    Exact tokens: the text is split where the task template splits it, nothing moves between context and
+    continuation. Continuation tokens are those of the joint encoding after the context's own tokens when the
+    joint encoding starts with them (no merge across the boundary; this keeps tokenizers that add a prefix
+    space to a lone string, e.g. LLaMA's, from scoring a space that is not there); otherwise the continuation is
+    encoded on its own. A bos token is prepended when the tokenizer does so by default; no eos is appended.
+    When the result is longer than ``max_length``, tokens are dropped from the left of the context (the bos
+    stays); the continuation is cut from the right only if it alone would not fit beside one context token.
+    Raises ``ValueError`` when the continuation encodes to no tokens (:func:`encode_candidates` turns it into
+    a one-line ``UserError`` naming the task and the word).
     """
     if max_length < 2:
         raise ValueError("max_length must be at least 2")
-    stripped = context.rstrip()
-    continuation = context[len(stripped) :] + continuation
-    context = stripped
     ctx = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
     whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
     if len(whole) > len(ctx) and whole[: len(ctx)] == ctx:
         cont = whole[len(ctx) :]
     else:
-        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"] if continuation else []
     if not cont:
         raise ValueError(f"continuation {continuation!r} encodes to no tokens")
     prefix = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
@@ -422,33 +426,142 @@ def encode_pair(tokenizer, context: str, continuation: str, max_length: int) -> 
     return prefix + ctx + cont, len(cont)
 
 
-def encode_candidates(candidates: Candidates, tokenizer, max_length: int) -> list[tuple[list[int], int]]:
-    """:func:`encode_pair` of every candidate of one example."""
-    return [
-        encode_pair(tokenizer, context, continuation, max_length)
-        for context, continuation in zip(candidates.contexts, candidates.continuations)
-    ]
+@dataclass(frozen=True)
+class EncodedCandidates:
+    """Token ids of one example's candidates: candidate ``k`` is ``contexts[k] + continuations[k]``, and the
+    score covers ``continuations[k]`` only. ``label`` is the gold index (``None`` if unlabelled).
+    ``loss_units`` is what the example counts in its micro-batch's loss mean: 1 for ``classification`` (a mean
+    over examples), its gold tokens for ``lm`` (a mean over tokens); data-parallel ranks weight their
+    micro-batch losses by it (``distributed.local_chunks``)."""
+
+    contexts: tuple[tuple[int, ...], ...]
+    continuations: tuple[tuple[int, ...], ...]
+    label: int | None
+    loss_units: int = 1
+
+    @property
+    def shares_context(self) -> bool:
+        return all(c == self.contexts[0] for c in self.contexts)
 
 
-def encode_for_training(examples: Sequence[dict], tokenizer, spec: TaskSpec, max_length: int = 256) -> list[dict]:
-    """Teacher-forcing encodings of each example's *gold* candidate.
+def _candidate_name(spec: TaskSpec | None, candidates: Candidates, k: int) -> str:
+    if spec is not None and spec.scoring == "label_words" and k < len(spec.verbalizer):
+        return f"label word {spec.verbalizer[k]!r}"
+    return f"candidate {candidates.continuations[k]!r} (after {candidates.contexts[k][-40:]!r})"
 
-    Returns one ``dict(input_ids, attention_mask, labels)`` of int lists per example. ``labels`` equals
-    ``input_ids`` on the continuation (answer) tokens and ``-100`` elsewhere, so an HF causal LM's built-in
-    shifted cross-entropy is the mean negative log-likelihood of the answer tokens (ZO-Bench's LM-style
-    training; for ``label_words`` tasks this is the gold label word's likelihood).
+
+def encode_candidates(candidates: Candidates, tokenizer, max_length: int, spec: TaskSpec | None = None
+                      ) -> EncodedCandidates:
+    """:func:`encode_pair` of every candidate, checked: each continuation has at least one token and no two
+    candidates are the same token sequence. Either failure is one ``UserError`` line naming the task and word
+    (e.g. a WordLevel vocabulary reloaded under a tokenizer class that ignores it maps every label word to
+    nothing or to ``<unk>``)."""
+    task = spec.name if spec is not None else "?"
+    contexts, continuations = [], []
+    for k, (context, continuation) in enumerate(zip(candidates.contexts, candidates.continuations)):
+        try:
+            ids, n = encode_pair(tokenizer, context, continuation, max_length)
+        except ValueError:
+            raise UserError(
+                f"task {task}: {_candidate_name(spec, candidates, k)} encodes to no tokens with this tokenizer; "
+                "every candidate needs at least one token (check the tokenizer's vocabulary)") from None
+        contexts.append(tuple(ids[: len(ids) - n]))
+        continuations.append(tuple(ids[len(ids) - n :]))
+    seen: dict[tuple, int] = {}
+    for k, pair in enumerate(zip(contexts, continuations)):
+        if pair in seen:
+            j = seen[pair]
+            raise UserError(
+                f"task {task}: {_candidate_name(spec, candidates, j)} and {_candidate_name(spec, candidates, k)} "
+                f"encode to the same tokens {list(pair[1])}; candidates must differ (check the tokenizer's "
+                "vocabulary)")
+        seen[pair] = k
+    return EncodedCandidates(tuple(contexts), tuple(continuations), candidates.label)
+
+
+def check_candidates(spec: TaskSpec, tokenizer, examples: Sequence[dict], max_length: int) -> int:
+    """Start-up check: encode every example's candidates (:func:`encode_candidates`); returns how many.
+
+    Raises the first ``UserError`` (a label word with no tokens, two candidates with equal tokens)."""
+    for example in examples:
+        encode_candidates(spec.render(example), tokenizer, max_length, spec)
+    return len(examples)
+
+
+def encode_for_training(examples: Sequence[dict], tokenizer, spec: TaskSpec, max_length: int = 256,
+                        objective: str | None = None) -> list[EncodedCandidates]:
+    """Training encodings of labelled examples for ``objective`` (default: the task's published one).
+
+    ``classification`` keeps every candidate (the loss is cross-entropy over their scores); ``lm`` keeps only
+    the gold candidate, as a one-candidate example with label 0 (the loss is its continuation's token-mean
+    negative log-likelihood: ZO-Bench's WinoGrande, MeZO's non-classification training).
     """
+    objective = objective or spec.objective
     encoded = []
     for example in examples:
         candidates = spec.render(example)
         if candidates.label is None:
             raise UserError(f"task {spec.name}: a training example has no label")
-        ids, n_answer = encode_pair(
-            tokenizer, candidates.contexts[candidates.label], candidates.continuations[candidates.label], max_length
-        )
-        labels = [IGNORE_INDEX] * (len(ids) - n_answer) + ids[len(ids) - n_answer :]
-        encoded.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+        enc = encode_candidates(candidates, tokenizer, max_length, spec)
+        if objective == "lm":
+            k = enc.label
+            enc = EncodedCandidates((enc.contexts[k],), (enc.continuations[k],), 0, len(enc.continuations[k]))
+        encoded.append(enc)
     return encoded
+
+
+def collate_candidates(batch: Sequence[EncodedCandidates], pad_id: int, share_context: bool = True) -> dict:
+    """One right-padded batch of token rows plus the index tensors that say which logits score what.
+
+    Rows: an example whose candidates share the context and have one-token continuations (label words) gets
+    **one** row, its context, and every candidate is read off the last context position; otherwise (or with
+    ``share_context=False``) each candidate is its own row, context + continuation. Returned tensors:
+    ``input_ids``, ``attention_mask`` (rows x width); per scored token ``score_row``, ``score_pos`` (the
+    position whose logits predict it), ``score_token``, ``score_candidate`` (flat candidate index); per
+    example ``labels`` (gold index, -100 if unlabelled) and ``num_candidates``.
+    """
+    import torch
+
+    if not batch:
+        raise ValueError("cannot collate an empty batch")
+    if pad_id is None:
+        raise ValueError("pad_id is None: give the tokenizer a pad token (e.g. tokenizer.pad_token = tokenizer.eos_token)")
+    rows: list[tuple[int, ...]] = []
+    score_row, score_pos, score_token, score_candidate = [], [], [], []
+    candidate = 0
+    for enc in batch:
+        single = share_context and enc.shares_context and all(len(c) == 1 for c in enc.continuations)
+        if single:
+            rows.append(enc.contexts[0])
+            for cont in enc.continuations:
+                score_row.append(len(rows) - 1)
+                score_pos.append(len(enc.contexts[0]) - 1)
+                score_token.append(cont[0])
+                score_candidate.append(candidate)
+                candidate += 1
+            continue
+        for ctx, cont in zip(enc.contexts, enc.continuations):
+            rows.append(ctx + cont)
+            for j, token in enumerate(cont):
+                score_row.append(len(rows) - 1)
+                score_pos.append(len(ctx) - 1 + j)
+                score_token.append(token)
+                score_candidate.append(candidate)
+            candidate += 1
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        attention_mask[i, : len(r)] = 1
+    as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+    return {
+        "input_ids": input_ids, "attention_mask": attention_mask,
+        "score_row": as_long(score_row), "score_pos": as_long(score_pos), "score_token": as_long(score_token),
+        "score_candidate": as_long(score_candidate),
+        "labels": as_long([-100 if enc.label is None else enc.label for enc in batch]),
+        "num_candidates": as_long([len(enc.continuations) for enc in batch]),
+    }
 
 
 def collate(batch: Sequence[dict], pad_id: int) -> dict:

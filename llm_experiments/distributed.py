@@ -210,8 +210,13 @@ def rank_slice(n: int, rank: int, size: int) -> range:
     return range(start, start + base + (1 if rank < extra else 0))
 
 
-def answer_tokens(example: dict) -> int:
-    """Tokens of an encoded example that count in the causal-LM loss (labels after the one-token shift)."""
+def answer_tokens(example) -> int:
+    """Units of an encoded example in its micro-batch's loss mean: a task encoding's ``loss_units``
+    (``data.EncodedCandidates``: gold tokens for ``lm``, 1 for ``classification``), else the tokens that count in
+    the causal-LM loss (labels after the one-token shift)."""
+    units = getattr(example, "loss_units", None)
+    if units is not None:
+        return units
     labels = example.get("labels")
     if labels is None:
         return 0

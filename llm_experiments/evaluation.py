@@ -13,14 +13,18 @@ tokenises to the same length for both options (it does unless a merge crosses th
 
 All candidates of ``batch_size`` examples go through the model in **one** right-padded forward pass; right
 padding leaves every real token at its unpadded position, so batched scores equal one-at-a-time scores up to
-floating-point reduction order (tested).
+floating-point reduction order (tested). The scores come from the same function training uses
+(:func:`llm_experiments.scoring.candidate_logprobs`): label-word examples cost one row (the shared context)
+and only scored positions reach the vocabulary projection. ``fast=False`` is the reference path (one row per
+candidate, full logits), kept for the agreement test and ``benchmarks/bench_eval.py``.
 """
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any, Sequence
 
-from .data import collate, encode_candidates
+from .data import collate_candidates, encode_candidates
+from .scoring import candidate_logprobs
 from .errors import UserError
 from .tasks import Candidates, TaskSpec
 
@@ -33,39 +37,6 @@ def _model_device(model):
     import torch
 
     return torch.device("cpu")
-
-
-def _continuation_logprobs(model, sequences: list[tuple[list[int], int]], pad_id: int, reduction: str) -> list[float]:
-    """Per-sequence sum or mean log-probability of its trailing continuation tokens, from one forward pass."""
-    import torch
-
-    batch = collate([{"input_ids": ids} for ids, _ in sequences], pad_id)
-    device = _model_device(model)
-    input_ids = batch["input_ids"].to(device)
-    attention_mask = batch["attention_mask"].to(device)
-    # use_cache=False: scoring needs no key/value cache, which would cost memory (prefix tuning's own
-    # prefix cache is still used; checked equal for OPT, LLaMA, GPT-2 with prefix/prompt tuning).
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    # Prompt tuning prepends virtual-token positions to the logits; the real tokens are the last `width`.
-    width = input_ids.shape[1]
-    logits = logits[:, -width:, :]
-    rows, positions, owners = [], [], []
-    for seq_index, (ids, n_cont) in enumerate(sequences):
-        for pos in range(len(ids) - n_cont, len(ids)):
-            rows.append(seq_index)
-            positions.append(pos)
-            owners.append(seq_index)
-    rows_t = torch.tensor(rows, device=device)
-    pos_t = torch.tensor(positions, device=device)
-    # Token at `pos` is predicted by the logits at `pos - 1`; log-softmax only those rows, in float32.
-    picked = logits[rows_t, pos_t - 1].float().log_softmax(dim=-1)
-    token_logprobs = picked.gather(1, input_ids[rows_t, pos_t].unsqueeze(1)).squeeze(1)
-    totals = torch.zeros(len(sequences), dtype=torch.float64, device=device)
-    totals.index_add_(0, torch.tensor(owners, device=device), token_logprobs.double())
-    if reduction == "mean":
-        counts = torch.tensor([n for _, n in sequences], dtype=torch.float64, device=device)
-        totals = totals / counts
-    return totals.cpu().tolist()
 
 
 def _position_limit(model) -> int | None:
@@ -118,13 +89,16 @@ def score_candidates(
     batch_size: int = 8,
     max_length: int = 512,
     reduction: str = "mean",
+    spec: TaskSpec | None = None,
+    fast: bool = True,
 ) -> list[list[float]]:
     """Scores ``s_k`` (module docstring) of every candidate of every request.
 
     ``batch_size`` counts examples: each forward pass holds all candidates of ``batch_size`` examples. The
     model runs in eval mode under ``no_grad``; its previous per-module train/eval flags are restored.
     ``max_length`` is lowered to the model's position limit when that is smaller (prompt-tuning tokens
-    counted); longer inputs lose tokens from the left of the context (``data.encode_pair``).
+    counted); longer inputs lose tokens from the left of the context (``data.encode_pair``). ``spec`` names
+    the task in the candidate check's error line. ``fast=False``: reference path (module docstring).
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -134,17 +108,19 @@ def score_candidates(
     limit = _position_limit(model)
     if limit is not None:
         max_length = min(max_length, limit)  # longer inputs would index past the position table
+    device = _model_device(model)
     scores: list[list[float]] = []
     with _EvalMode(model):
         for start in range(0, len(requests), batch_size):
             chunk = requests[start : start + batch_size]
-            encoded = [encode_candidates(request, tokenizer, max_length) for request in chunk]
-            flat = [pair for pairs in encoded for pair in pairs]
-            flat_scores = _continuation_logprobs(model, flat, pad_id, reduction)
+            encoded = [encode_candidates(request, tokenizer, max_length, spec) for request in chunk]
+            batch = {k: v.to(device) for k, v in collate_candidates(encoded, pad_id, share_context=fast).items()}
+            sums, counts = candidate_logprobs(model, batch, logits_where_scored=fast)
+            flat = (sums.double() / counts.double() if reduction == "mean" else sums.double()).cpu().tolist()
             offset = 0
-            for pairs in encoded:
-                scores.append(flat_scores[offset : offset + len(pairs)])
-                offset += len(pairs)
+            for enc in encoded:
+                scores.append(flat[offset : offset + len(enc.continuations)])
+                offset += len(enc.continuations)
     return scores
 
 
@@ -166,6 +142,7 @@ def evaluate(
     max_length: int = 512,
     reduction: str = "mean",
     return_predictions: bool = False,
+    fast: bool = True,
 ) -> dict[str, Any]:
     """Accuracy of argmax candidate scoring on ``examples``, with the majority-class baseline.
 
@@ -177,7 +154,7 @@ def evaluate(
     requests = [spec.render(example) for example in examples]
     if any(request.label is None for request in requests):
         raise UserError(f"task {spec.name}: evaluation examples must be labelled")
-    scores = score_candidates(model, tokenizer, requests, batch_size, max_length, reduction)
+    scores = score_candidates(model, tokenizer, requests, batch_size, max_length, reduction, spec=spec, fast=fast)
     predictions = [max(range(len(row)), key=lambda k: (row[k], -k)) for row in scores]
     gold = [request.label for request in requests]
     correct = [p == g for p, g in zip(predictions, gold)]

@@ -56,8 +56,12 @@ def _offline() -> bool:
     return not _REACHABLE[host]
 
 
-def load_model_and_tokenizer(name: str, dtype: str, trust_remote_code: bool = False):
+def load_model_and_tokenizer(name: str, dtype: str, trust_remote_code: bool = False, device_map: str | None = None):
     """Return ``(model, tokenizer)`` for a Hub id or local folder, in ``dtype``, eval mode, on CPU.
+
+    ``device_map="auto"`` (model parallel on one node, as MeZO) lets accelerate place the layers over the
+    visible GPUs (then CPU); weights it would offload to disk are refused: the ZO step perturbs every weight in
+    place, which needs them in memory.
 
     Raises :class:`UserError` for a missing path, an unreachable Hub id, or a folder that is not a causal LM.
     """
@@ -73,7 +77,8 @@ def load_model_and_tokenizer(name: str, dtype: str, trust_remote_code: bool = Fa
     kwargs = dict(local_files_only=local or _offline(), trust_remote_code=trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype),
+                                                     **({"device_map": device_map} if device_map else {}), **kwargs)
     except UserError:
         raise
     except Exception as exc:  # OSError / ValueError / httpx errors from the Hub client: one line for the user
@@ -90,6 +95,11 @@ def load_model_and_tokenizer(name: str, dtype: str, trust_remote_code: bool = Fa
     if tokenizer.pad_token_id is None:
         # LLaMA-family tokenizers have no pad token; padding positions are masked, so eos is a safe filler.
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    # a single-device map sets no hf_device_map; disk-offloaded weights sit on the meta device
+    placed = set((getattr(model, "hf_device_map", None) or {}).values()) | {p.device.type for p in model.parameters()}
+    if placed & {"disk", "meta"}:
+        raise UserError(f"device_map={device_map} offloads part of {name!r} to disk, but the ZO step needs every weight "
+                        "in memory: free GPU or CPU memory, use a smaller model or a 16-bit --dtype")
     want = torch_dtype(dtype)
     if next(model.parameters()).dtype != want:  # cheap insurance against dtype being ignored (STYLE.md 2.2)
         model = model.to(want)
@@ -114,6 +124,40 @@ def causal_lm_loss_wide(logits, labels, vocab_size: int, num_items_in_batch=None
     if num_items_in_batch is None:
         return F.cross_entropy(logits, shift_labels, ignore_index=ignore_index)
     return F.cross_entropy(logits, shift_labels, ignore_index=ignore_index, reduction="sum") / num_items_in_batch
+
+
+def input_device(model) -> torch.device:
+    """Where a model's inputs go: the device of its input embeddings (the first device of a device_map)."""
+    return model.get_input_embeddings().weight.device
+
+
+def checkpoint_layers(model) -> int:
+    """Gradient checkpointing of the FO pass: every transformer block recomputes its forward in the backward
+    instead of keeping its activations. Returns the number of blocks wrapped.
+
+    transformers' own switch (``gradient_checkpointing_enable``) acts only in train mode, which would also turn
+    on dropout; the trainer runs the FO pass in eval mode unless ``fo_dropout``, so each block's forward is
+    wrapped here instead: checkpointed when autograd is on (the FO pass), a plain call otherwise (ZO forwards,
+    evaluation). Non-reentrant checkpointing (PyTorch's recommended form) restores the RNG state, so a
+    recomputed dropout mask equals the original one.
+    """
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    def wrap(forward):
+        @functools.wraps(forward)
+        def run(*args, **kwargs):
+            if torch.is_grad_enabled():
+                return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+            return forward(*args, **kwargs)
+        return run
+
+    blocks = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for block in blocks:
+        block.forward = wrap(block.forward)
+    return len(blocks)
 
 
 def peft_config_for(kind: str, lora_r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,

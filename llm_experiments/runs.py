@@ -6,31 +6,35 @@
       metrics.jsonl      one JSON line per logged step (loss, lr per block, forwards, phase times, peaks, ...)
       evals.jsonl        one line per dev evaluation (step, accuracy, majority baseline)
       results.json       final: selected step, dev and eval accuracy, majority baselines, time, memory
-      best_state/        (select=best_dev) tensors + optimizer + counters of the best-dev step
-      last_state/        the same at the last evaluation / end (``--resume`` continues from it)
+      checkpoint/        written at every dev evaluation (``--resume`` continues from it; see runfolder):
+        progress.json    phase, best step and score, byte length of each log
+        state/           tensors + optimizer + counters of that step
+        best/            (select=best_dev) the same for the best-dev step
       model/             the fine-tuned model:
         base/            save_pretrained of the base model *with the ZO-updated weights* + tokenizer
         adapter/         save_pretrained of the peft module (PEFT methods)
         merged/          (save_model=merged) LoRA/IA3 merged into the base, a plain HF model + tokenizer
 
-``metrics.jsonl`` and ``evals.jsonl`` are appended one whole line per ``write`` and flushed; a crash leaves
-at most one partial last line, which :func:`read_jsonl` skips.
+``metrics.jsonl`` and ``evals.jsonl`` are appended one whole line per ``write`` and flushed; a resume truncates
+them to the length the checkpoint recorded. ``results.json`` is written last: it marks the run finished.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from hybridtheory.io import atomic_folder, atomic_write_text
+from hybridtheory.io import atomic_folder, atomic_write_text  # noqa: F401 (re-exported for report/bench)
 from hybridtheory.io import atomic_write_json as _atomic_write_json
 
 from .config import TrainConfig, write_config
 from .errors import UserError
+from .runfolder import CHECKPOINT, JsonlLog, open_run_folder, read_checkpoint, write_checkpoint
 
 
 # ---------------------------------------------------------------------- atomic writes (shared helpers)
@@ -38,24 +42,10 @@ def atomic_write_json(path: Path, data) -> None:
     _atomic_write_json(path, data, sort_keys=True, default=str)
 
 
-class JsonlWriter:
-    def __init__(self, path: Path, truncate_after_step: int | None = None):
-        path = Path(path)
-        if truncate_after_step is not None and path.exists():  # resume: drop lines past the checkpoint
-            kept = [r for r in read_jsonl(path) if r.get("step", 0) <= truncate_after_step]
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.handle = open(path, "a", encoding="utf-8")
-
-    def write(self, row: dict) -> None:
-        self.handle.write(json.dumps(row, default=float) + "\n")
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-class NullWriter:
+class NullLog:
     """What ranks other than 0 write to: nothing (rank 0 alone writes the run folder)."""
+
+    length = 0
 
     def write(self, row: dict) -> None:
         pass
@@ -149,125 +139,187 @@ def load_run_model(run_dir: str | Path, dtype: str | None = None):
 
 
 # ---------------------------------------------------------------------- one run
-def run_training(cfg: TrainConfig, resume: bool = False, splits=None) -> dict:
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite: bool = False) -> dict:
     """Load model and data, train, select on dev, evaluate once on the eval split, save. Returns results.
 
+    The run folder follows :mod:`llm_experiments.runfolder` (rule, fingerprinted resume, checkpoints).
+    A non-finite loss, gradient, ZO coefficient or parameter ends the run with status "diverged": the
+    best finite state is evaluated and saved, ``results["status"] == "diverged"``.
     ``splits`` (with ``.train/.dev/.eval``) may be passed directly (tests); otherwise the task's data is
     loaded with the data helper's ``load_splits``.
     """
     from tqdm.auto import tqdm
 
-    from .data import collate as collate_batch
+    from .data import check_candidates, collate_candidates, encode_for_training, load_splits
     from .distributed import init_world
-    from .data import encode_for_training, load_splits
     from .evaluation import evaluate
-    from .models import attach_peft, load_model_and_tokenizer, split_parameters
-    from .tasks import get_task
-    from .trainer import LoopHooks, Trainer, train_loop
+    from .models import attach_peft, checkpoint_layers, input_device, load_model_and_tokenizer, split_parameters
+    from .scoring import objective_loss_fn
+    from .tasks import get_task, resolve_objective
+    from .trainer import Diverged, LoopHooks, Trainer, train_loop
 
-    cfg.validate()
-    spec = get_task(cfg.task)
+    cfg = cfg.validate().with_absolute_paths()
+    folder = open_run_folder(cfg, resume, overwrite)   # refusals happen here, before anything is loaded
+    run_dir = folder.path
+    spec = get_task(cfg.task, cfg.winogrande_scoring)
+    objective = resolve_objective(spec, cfg.objective)
     # torchrun / accelerate launch: one process per rank, each on its own device; rank 0 alone writes RUN/
     world = init_world(resolve_device(cfg.device), cfg.dist_timeout_s)
     device, main = world.device, world.is_main
-    run_dir = Path(cfg.output_dir)
-    if not resume and (run_dir / "results.json").exists():
-        raise UserError(f"run folder {str(run_dir)!r} already holds a finished run; choose another --output-dir")
-    model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code)
+    world.barrier()  # every rank has applied the rule before rank 0 writes anything
+    if cfg.device_map != "none" and world.distributed:
+        raise UserError("device_map=auto splits one model over this node's GPUs; it cannot be combined with several "
+                        "ranks (torchrun / accelerate launch): use one or the other")
+    model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code,
+                                                device_map=None if cfg.device_map == "none" else cfg.device_map)
     if splits is None:
         splits = load_splits(spec, source=cfg.data, n_train=cfg.n_train, n_dev=cfg.n_dev, n_eval=cfg.n_eval,
                              seed=cfg.data_seed)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)  # only once model and data loaded: bad input leaves no folder
-        write_config(cfg, run_dir / "config.json")
+    # start-up check: every candidate of every example has >= 1 token and candidates differ (one line if not)
+    for examples in (splits.train, splits.dev, splits.eval):
+        check_candidates(spec, tokenizer, examples, cfg.max_length)
     if cfg.uses_peft:
-        model = attach_peft(model, cfg.peft, seed=cfg.seed, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                            lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
-                            num_virtual_tokens=cfg.num_virtual_tokens)
-    model.to(device)
+        try:
+            model = attach_peft(model, cfg.peft, seed=cfg.seed, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
+                                num_virtual_tokens=cfg.num_virtual_tokens)
+        except ValueError as exc:  # peft's message names the missing modules
+            raise UserError(f"cannot attach {cfg.peft}: {str(exc).splitlines()[0]}") from None
+    if cfg.device_map == "none":
+        model.to(device)
+    else:  # layers stay where accelerate placed them; inputs go to the first one
+        device = input_device(model)
+    if cfg.gradient_checkpointing:
+        checkpoint_layers(model)
     split = split_parameters(model)
-    encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length)
+    encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length, objective)
     if not encoded:
         raise UserError(f"task {cfg.task}: no training examples after encoding")
     pad_id = tokenizer.pad_token_id
 
     def collate(chunk):
-        return collate_batch(chunk, pad_id)
+        return collate_candidates(chunk, pad_id)
 
-    trainer = Trainer(model, split, cfg, len(encoded), device, world)
-    if resume and (run_dir / "last_state").is_dir():
-        trainer.load_state(run_dir / "last_state")  # every rank reads the state rank 0 wrote
+    trainer = Trainer(model, split, cfg, len(encoded), device, world, loss_fn=objective_loss_fn(objective))
+    if folder.mode == "resume" and main:
+        folder.recover()  # a checkpoint swap cut short is put back, temporaries go
+    world.barrier()
+    progress = read_checkpoint(run_dir) if folder.mode == "resume" else None
+    if progress is not None:
+        trainer.load_state(run_dir / CHECKPOINT / "state")  # every rank reads the state rank 0 wrote
     world.check_same(trainer.fingerprint(), "the starting parameters' checksum")
+    # every check passed: from here on the folder is written (by rank 0)
+    if main:
+        folder.begin()
+        write_config(cfg, run_dir / "config.json")
+        if folder.changed:
+            print(f"resume: fields changed that do not change the run: {', '.join(folder.changed)}",
+                  file=sys.stderr)
 
     def run_eval(examples):
         model.eval()
-        return evaluate(model, tokenizer, spec, examples, batch_size=cfg.eval_batch_size)
+        return evaluate(model, tokenizer, spec, examples, batch_size=cfg.eval_batch_size, max_length=cfg.max_length)
 
-    best = {"accuracy": -1.0, "step": None}
-    if resume and (run_dir / "results_partial.json").exists():
-        best = json.loads((run_dir / "results_partial.json").read_text())
+    keep_best = cfg.select == "best_dev"
+    best = dict(progress["best"]) if progress else {"accuracy": -1.0, "step": None}
+    phase = progress["phase"] if progress else "training"
+    offsets = progress["logs"] if progress else {}
     if main:
-        evals = JsonlWriter(run_dir / "evals.jsonl", truncate_after_step=trainer.state.step if resume else None)
-        metrics = JsonlWriter(run_dir / "metrics.jsonl", truncate_after_step=trainer.state.step if resume else None)
+        evals = JsonlLog(run_dir / "evals.jsonl", truncate_to=offsets.get("evals.jsonl", 0))
+        metrics = JsonlLog(run_dir / "metrics.jsonl", truncate_to=offsets.get("metrics.jsonl", 0))
     else:
-        evals, metrics = NullWriter(), NullWriter()
+        evals, metrics = NullLog(), NullLog()
+
+    def checkpoint(tr, new_best: bool) -> None:
+        if main:
+            write_checkpoint(run_dir, tr, {"phase": phase, "step": tr.state.step, "best": best,
+                                           "logs": {"metrics.jsonl": metrics.length, "evals.jsonl": evals.length}},
+                             new_best=new_best, keep_best=keep_best)
 
     def dev_eval(tr) -> None:
-        if not splits.dev:
-            return
-        start = time.perf_counter()
-        result = run_eval(splits.dev)
-        row = {"step": tr.state.step, "split": "dev", "eval_s": time.perf_counter() - start, **result}
-        evals.write(row)
-        if cfg.select == "best_dev" and result["accuracy"] > best["accuracy"]:
-            best.update(accuracy=result["accuracy"], step=tr.state.step)
-            if main:
-                tr.save_state(run_dir / "best_state")
-        if tr.state.step > 0 and main:
-            tr.save_state(run_dir / "last_state")
-            atomic_write_json(run_dir / "results_partial.json", best)
+        """Evaluate on dev (a finite state only), update the selection, write the checkpoint."""
+        bad = tr.nonfinite_parameter()
+        if bad is not None:
+            raise Diverged(tr.state.step, f"non-finite {bad} parameter")
+        new_best = False
+        if splits.dev:
+            start = time.perf_counter()
+            result = run_eval(splits.dev)
+            evals.write({"step": tr.state.step, "split": "dev", "eval_s": time.perf_counter() - start, **result})
+            if keep_best and result["accuracy"] > best["accuracy"]:
+                best.update(accuracy=result["accuracy"], step=tr.state.step)
+                new_best = True
+        checkpoint(tr, new_best)
 
-    run_info = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    run_info = {"status": "running", "started": _now(),
                 "environment": environment(device), "n_train": len(splits.train), "n_dev": len(splits.dev),
                 "n_eval": len(splits.eval), "params": {"base": split.numel("base"), "adapter": split.numel("adapter")},
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
-                "base_master": trainer.master_dtype, "dtype": cfg.dtype,
-                "world": {"size": world.size, "backend": world.backend}}
+                "base_master": trainer.master_dtype, "dtype": cfg.dtype, "objective": objective,
+                "scoring": spec.scoring, "world": {"size": world.size, "backend": world.backend},
+                "param_devices": sorted({str(p.device) for p in model.parameters()})}
+    if folder.mode == "resume":
+        run_info["resumed_at_step"] = trainer.state.step
+        run_info["resume_changed_fields"] = folder.changed
     if main:
         atomic_write_json(run_dir / "run.json", run_info)
-    if trainer.state.step == 0:
-        dev_eval(trainer)  # step-0 (zero-shot) dev accuracy: the starting point of every curve
-    # progress=False forces bars off; otherwise tqdm's defaults apply (TQDM_DISABLE=1 turns them off)
-    bar = tqdm(total=cfg.steps, initial=trainer.state.step, desc=f"{cfg.method} {cfg.task}",
-               **({} if cfg.progress and main else {"disable": True}))
+    diverged = None
     try:
-        train_loop(trainer, encoded, collate, LoopHooks(log=metrics.write, evaluate=dev_eval, progress=bar))
-    finally:
-        bar.close()
-    end_row = {"step": trainer.state.step, "final": True, "time_s": trainer.state.elapsed_s}
-    if cfg.track_displacement:
-        end_row["displacement"] = trainer.displacement()
-    metrics.write(end_row)
-    dev_eval(trainer)
+        if progress is None:
+            dev_eval(trainer)  # step-0 (zero-shot) dev accuracy: the starting point of every curve
+        if phase == "training":
+            # progress=False forces bars off; otherwise tqdm's defaults apply (TQDM_DISABLE=1 turns them off)
+            bar = tqdm(total=cfg.steps, initial=trainer.state.step, desc=f"{cfg.method} {cfg.task}",
+                       **({} if cfg.progress and main else {"disable": True}))
+            try:
+                train_loop(trainer, encoded, collate, LoopHooks(log=metrics.write, evaluate=dev_eval, progress=bar))
+            finally:
+                bar.close()
+            end_row = {"step": trainer.state.step, "final": True, "time_s": trainer.state.elapsed_s}
+            if cfg.track_displacement:
+                end_row["displacement"] = trainer.displacement()
+            metrics.write(end_row)
+            phase = "trained"
+            dev_eval(trainer)
+    except Diverged as exc:
+        diverged = {"step": exc.step, "reason": exc.what}
+        metrics.write({"step": exc.step, "diverged": exc.what})
+    world.barrier()  # rank 0 has finished writing the checkpoint the others may read below
+    if diverged is not None:  # back to the last finite checkpoint; its selection state decides
+        saved = read_checkpoint(run_dir)
+        if saved is None:
+            raise UserError(f"run diverged at step {diverged['step']} ({diverged['reason']}) before its first "
+                            "checkpoint")
+        best = dict(saved["best"])
+        trainer.load_state(run_dir / CHECKPOINT / "state")
     last_step, final_state = trainer.state.step, trainer.state
-    if cfg.select == "best_dev" and best["step"] is not None and best["step"] != last_step:
-        world.barrier()  # rank 0 has finished writing best_state
-        trainer.load_state(run_dir / "best_state")  # selection on dev only; eval split is used once, below
-    selected_step = best["step"] if cfg.select == "best_dev" and best["step"] is not None else last_step
+    use_best = keep_best and best["step"] is not None
+    if use_best and best["step"] != last_step:
+        trainer.load_state(run_dir / CHECKPOINT / "best")  # selection on dev only; eval split is used once, below
+    selected_step = best["step"] if use_best else last_step
     dev_result = run_eval(splits.dev) if splits.dev else None
     eval_result = run_eval(splits.eval)
     peaks = dict(trainer.peak_mem_mb)  # CUDA: per-phase and whole-step peak allocated memory (MiB); CPU: empty
     results = {"task": cfg.task, "model": cfg.model, "method": cfg.method, "peft": cfg.peft if cfg.uses_peft else None,
-               "seed": cfg.seed, "selected_step": selected_step, "steps": last_step, "dev": dev_result,
+               "seed": cfg.seed, "status": "diverged" if diverged else "done", "selected_step": selected_step,
+               "steps": last_step, "dev": dev_result,
                "eval": eval_result, "train_time_s": final_state.elapsed_s, "forwards": final_state.forwards,
                "backwards": final_state.backwards, "memory": peaks}
+    if diverged:
+        results["diverged"] = diverged
     evals.close()
     metrics.close()
     if not main:
         return results
     results["saved_model"] = save_model(model, tokenizer, cfg, run_dir / "model")
-    atomic_write_json(run_dir / "results.json", results)
-    run_info["status"] = "done"
-    run_info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    run_info["status"] = results["status"]
+    run_info["finished"] = _now()
+    if diverged:
+        run_info["diverged"] = diverged
     atomic_write_json(run_dir / "run.json", run_info)
+    atomic_write_json(run_dir / "results.json", results)  # last: its presence marks the run finished
     return results

@@ -3,28 +3,39 @@ r"""One table of task specifications: where the data lives, which fields it has,
 Every task reduces to the same scoring problem (see DATA.md): an example becomes a :class:`Candidates`, a tuple
 of ``(context, continuation)`` text pairs plus the index of the correct one. The model's score of candidate
 ``k`` is its mean per-token log-probability of ``continuation_k`` given ``context_k``
-(:mod:`llm_experiments.evaluation`); the prediction is the argmax. Three scoring modes fill the pairs in:
+(:mod:`llm_experiments.scoring`); the prediction is the argmax. The split between context and continuation is
+exactly where the published code puts it: nothing is moved into an answer (WSC's prompt ends in a newline,
+and its candidates are the bare words "No" / "Yes"). Scoring modes:
 
 * ``"label_words"`` (classification; MeZO ``large_models/templates.py`` convention, LLM-NOTES §2.1): one
   shared prompt as context, one verbalizer word per class as continuation.
-* ``"partial"`` (WinoGrande; lm-eval ``partial_context``/``partial_target``, LLM-NOTES §2.4/§4): the text
-  before the blank with option ``k`` substituted is context ``k``; the text after the blank is the shared
-  continuation, so both options are judged on the *same* tokens.
+* ``"option_suffix"`` (WinoGrande's default; ZO-Bench ``WinoGrandeTemplate``): the text before the blank is
+  the shared context; candidate ``k`` is option ``k`` followed by the text after the blank.
+* ``"partial"`` (WinoGrande option; lm-eval ``partial_context``/``partial_target``): the text before the blank
+  with option ``k`` substituted is context ``k``; the text after the blank is the shared continuation, so both
+  options are judged on the *same* tokens.
 * ``"choices"`` (COPA): one shared context, each answer choice is a continuation.
 
-Training (``llm_experiments.data.encode_for_training``) uses the correct pair with the loss on its continuation
-tokens only. This module imports nothing heavy.
+Objectives (``TaskSpec.objective``, the published default per task; config ``objective`` overrides it):
+``"classification"`` is cross-entropy over the candidates' scores (MeZO's ``--train_as_classification``, used by
+MeZO and ZO-Bench for SST-2, WSC, RTE, BoolQ); ``"lm"`` is the token-mean negative log-likelihood of the gold
+candidate's continuation (ZO-Bench's WinoGrande, MeZO's COPA). This module imports nothing heavy.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Literal
 
 from .errors import UserError
 
-__all__ = ["Candidates", "TaskSpec", "TASKS", "get_task", "task_names"]
+__all__ = ["Candidates", "TaskSpec", "TASKS", "OBJECTIVES", "WINOGRANDE_SCORINGS", "get_task", "resolve_objective",
+           "task_names"]
 
-ScoringMode = Literal["label_words", "partial", "choices"]
+ScoringMode = Literal["label_words", "option_suffix", "partial", "choices"]
+Objective = Literal["classification", "lm"]
+OBJECTIVES = ("classification", "lm")
+# WinoGrande scoring variants (config ``winogrande_scoring``): ZO-Bench's (default) and lm-eval's.
+WINOGRANDE_SCORINGS = {"zo-bench": "option_suffix", "partial": "partial"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class TaskSpec:
         verbalizer: continuation text per class for ``"label_words"`` tasks (empty otherwise).
         render_fn: ``(example, verbalizer) -> (contexts, continuations)``.
         text_fields: the fields holding free text (used by the bag-of-words checks and for display).
+        objective: the training objective of the published protocol for this task (module docstring).
         notes: provenance of the template and split choice.
     """
 
@@ -75,6 +87,7 @@ class TaskSpec:
     verbalizer: tuple[str, ...]
     render_fn: Callable[[dict, tuple[str, ...]], tuple[tuple[str, ...], tuple[str, ...]]]
     text_fields: tuple[str, ...]
+    objective: Objective = "classification"
     notes: str = ""
 
     @property
@@ -131,16 +144,29 @@ def _wsc(ex: dict, verbalizer: tuple[str, ...]):
     return _shared(context, verbalizer)
 
 
-def _winogrande(ex: dict, verbalizer: tuple[str, ...]):
-    # Partial scoring: substitute each option for the blank and score the shared text after it.
+def _blank(ex: dict) -> tuple[str, str, tuple[str, str]]:
     sentence = str(ex["sentence"])
     if sentence.count("_") != 1:
         raise UserError(f"task winogrande: sentence must contain exactly one '_' blank, got {sentence!r}")
     blank = sentence.index("_")
-    before, after = sentence[:blank], sentence[blank + 1 :]
-    options = (str(ex["option1"]), str(ex["option2"]))
+    return sentence[:blank], sentence[blank + 1 :], (str(ex["option1"]), str(ex["option2"]))
+
+
+def _winogrande_option_suffix(ex: dict, verbalizer: tuple[str, ...]):
+    # ZO-Bench: context = the text before the blank; candidate = option + the rest of the sentence. As in its
+    # encode_prompt, spaces are stripped from both ends of the prompt and of each filled sentence, so the space
+    # before the blank starts the scored text (" option rest"), where a BPE tokenizer puts it.
+    before, after, options = _blank(ex)
+    context = before.strip(" ")
+    wholes = [(before + option + after).strip(" ") for option in options]
+    return (context,) * 2, tuple(whole[len(context):] for whole in wholes)
+
+
+def _winogrande_partial(ex: dict, verbalizer: tuple[str, ...]):
+    # lm-eval partial scoring: context = text before the blank + option; target = " " + the rest, stripped.
+    before, after, options = _blank(ex)
     if after.strip():
-        return tuple(before + option for option in options), (after, after)
+        return tuple(before + option for option in options), (" " + after.strip(),) * 2
     # Blank at the very end: nothing shared to score, so the options themselves are the continuations.
     return (before.rstrip(),) * 2, tuple(" " + option for option in options)
 
@@ -195,10 +221,11 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec(
             name="winogrande", hf_id="allenai/winogrande", hf_config="winogrande_m", train_split="train",
             eval_split="validation", fields=("sentence", "option1", "option2"), label_field="answer",
-            label_values=("1", "2"), scoring="partial", verbalizer=(), render_fn=_winogrande,
-            text_fields=("sentence",),
+            label_values=("1", "2"), scoring="option_suffix", verbalizer=(), render_fn=_winogrande_option_suffix,
+            text_fields=("sentence",), objective="lm",
             notes="winogrande_m (2,558 train) as in ZO-Bench's sweeps; validation (1,267, shared by all sizes) "
-            "is the eval pool; the test split is unlabelled. Other sizes: pass hf_config, e.g. winogrande_xl.",
+            "is the eval pool; the test split is unlabelled. Other sizes: pass hf_config, e.g. winogrande_xl. "
+            "ZO-Bench scores option + suffix given the prefix and trains LM-style on the gold candidate.",
         ),
         TaskSpec(
             name="rte", hf_id="aps/super_glue", hf_config="rte", train_split="train", eval_split="validation",
@@ -216,7 +243,7 @@ TASKS: dict[str, TaskSpec] = {
             name="copa", hf_id="aps/super_glue", hf_config="copa", train_split="train", eval_split="validation",
             fields=("premise", "choice1", "choice2", "question"), label_field="label", label_values=("0", "1"),
             scoring="choices", verbalizer=(), render_fn=_copa, text_fields=("premise", "choice1", "choice2"),
-            notes="SuperGLUE COPA; 400 train / 100 validation.",
+            objective="lm", notes="SuperGLUE COPA; 400 train / 100 validation; MeZO trains it LM-style.",
         ),
     )
 }
@@ -226,11 +253,30 @@ def task_names() -> tuple[str, ...]:
     return tuple(TASKS)
 
 
-def get_task(name: str) -> TaskSpec:
-    """The spec called ``name`` (case-insensitive; ``sst-2``/``wsc.fixed`` aliases), else ``UserError``."""
+def get_task(name: str, winogrande_scoring: str = "zo-bench") -> TaskSpec:
+    """The spec called ``name`` (case-insensitive; ``sst-2``/``wsc.fixed`` aliases), else ``UserError``.
+
+    ``winogrande_scoring`` picks WinoGrande's candidates: ``"zo-bench"`` (default; option + suffix given the
+    prefix) or ``"partial"`` (lm-eval: the suffix given prefix + option). Other tasks ignore it.
+    """
+    if winogrande_scoring not in WINOGRANDE_SCORINGS:
+        raise UserError(f"unknown winogrande_scoring {winogrande_scoring!r}; choose one of: "
+                        f"{', '.join(WINOGRANDE_SCORINGS)}")
     key = name.strip().lower().replace("-", "").replace("_", "")
     aliases = {"wscfixed": "wsc", "wsc.fixed": "wsc"}
     key = aliases.get(key, key)
     if key not in TASKS:
         raise UserError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
-    return TASKS[key]
+    spec = TASKS[key]
+    if spec.name == "winogrande" and winogrande_scoring == "partial":
+        spec = replace(spec, scoring="partial", render_fn=_winogrande_partial)
+    return spec
+
+
+def resolve_objective(spec: TaskSpec, objective: str) -> str:
+    """``objective`` (``auto`` = the task's published default) as ``classification`` or ``lm``."""
+    if objective == "auto":
+        return spec.objective
+    if objective not in OBJECTIVES:
+        raise UserError(f"unknown objective {objective!r}; choose one of: auto, {', '.join(OBJECTIVES)}")
+    return objective

@@ -44,9 +44,11 @@ from pathlib import Path
 import torch
 
 from hybridtheory.algorithm import EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step, sgd_update
+from hybridtheory.io import atomic_folder
 
 from .config import TrainConfig
 from .distributed import ReducedOracle, World, local_chunks
+from .errors import UserError
 from .models import ParamSplit
 
 # Which block gets which oracle, per method: (base oracle or None if frozen, adapter oracle or None).
@@ -174,8 +176,10 @@ class Trainer:
     """Holds the model, the parameter groups, the FO optimizer, the sampler and the :class:`TrainState`."""
 
     def __init__(self, model, split: ParamSplit, cfg: TrainConfig, n_train: int, device: torch.device,
-                 world: World | None = None):
-        self.model, self.cfg, self.device = model, cfg, device
+                 world: World | None = None, loss_fn=None):
+        # loss_fn(model, micro_batch) -> loss: the task objective (llm_experiments.scoring); None: the model's
+        # own causal-LM loss on ``labels`` (benchmarks on synthetic token batches)
+        self.model, self.cfg, self.device, self.loss_fn = model, cfg, device, loss_fn
         self.world = world or World(device=device)  # one process: collectives are no-ops
         self.state = TrainState()
         self.clock = PhaseClock(device)
@@ -241,6 +245,8 @@ class Trainer:
     # -------------------------------------------------------------- one step
     def fo_update(self, params, grads, lrs) -> None:
         """SGD (the theory's update, from the core) or one step of the inner Adam/AdamW."""
+        if not all(bool(torch.isfinite(g).all()) for g in grads):
+            raise Diverged(self.state.step + 1, "non-finite FO gradient")
         with self.clock.phase("fo_update"):
             if self.optimizer is None:
                 sgd_update(params, grads, lrs)
@@ -255,6 +261,7 @@ class Trainer:
         """One hybrid step on a minibatch (this rank's micro-batches and their loss weights, see
         :mod:`.distributed`); returns the metrics of this step."""
         oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, self.sync_master, self.clock,
+                             loss_fn=self.loss_fn and (lambda m, batch: _wide(self.loss_fn(m, batch))),
                              weights=weights)
         if self.world.distributed:
             oracle = ReducedOracle(oracle, self.world)
@@ -273,6 +280,10 @@ class Trainer:
             loss = (oracle.losses[0] + oracle.losses[1]) / 2
         else:                                  # forward difference: the first evaluation is f(x)
             loss = oracle.losses[0]
+        if not math.isfinite(float(loss)):
+            raise Diverged(self.state.step + 1, f"non-finite loss ({float(loss)})")
+        if not all(bool(torch.isfinite(torch.as_tensor(r.coeff)).all()) for r in info.records):
+            raise Diverged(self.state.step + 1, "non-finite ZO coefficient")
         self.state.step += 1
         self.state.forwards += info.forwards
         self.state.backwards += info.backwards
@@ -306,31 +317,67 @@ class Trainer:
     # -------------------------------------------------------------- resumable state
     def save_state(self, folder: str | Path) -> None:
         """Group tensors (safetensors), optimizer state and counters into ``folder`` (written atomically)."""
+        with atomic_folder(Path(folder)) as tmp:
+            self.write_state(tmp)
+
+    def write_state(self, folder: Path) -> None:
+        """Write the resumable state into the existing folder ``folder`` (the caller makes it atomic).
+
+        With :meth:`load_state`, the pluggable pair that defines what a checkpoint's trainer part is.
+        """
         from safetensors.torch import save_file
 
-        from .runs import atomic_folder
-
-        with atomic_folder(Path(folder)) as tmp:
-            tensors = {f"{g.name}.{i}": p.detach().to("cpu").contiguous().clone()
-                       for g in self.groups for i, p in enumerate(g.params)}
-            save_file(tensors, str(tmp / "params.safetensors"))
-            if self.optimizer is not None:
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            (tmp / "state.json").write_text(json.dumps(asdict(self.state), indent=2))
+        tensors = {f"{g.name}.{i}": p.detach().to("cpu").contiguous().clone()
+                   for g in self.groups for i, p in enumerate(g.params)}
+        save_file(tensors, str(folder / "params.safetensors"))
+        if self.optimizer is not None:
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        (folder / "state.json").write_text(json.dumps(asdict(self.state), indent=2))
 
     @torch.no_grad()
     def load_state(self, folder: str | Path) -> None:
+        """Restore what :meth:`write_state` wrote; a missing, truncated or foreign file is one UserError line."""
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        tensors = load_file(str(folder / "params.safetensors"))
-        for g in self.groups:
-            for i, p in enumerate(g.params):
-                p.copy_(tensors[f"{g.name}.{i}"])
-        if self.optimizer is not None:
-            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-        self.state = TrainState(**json.loads((folder / "state.json").read_text()))
+        where = f"checkpoint {str(folder)!r}"
+        try:
+            tensors = load_file(str(folder / "params.safetensors"))
+            state = TrainState(**json.loads((folder / "state.json").read_text(encoding="utf-8")))
+            optimizer = (torch.load(folder / "optimizer.pt", weights_only=True)
+                         if self.optimizer is not None else None)
+            for g in self.groups:
+                for i, p in enumerate(g.params):
+                    saved = tensors[f"{g.name}.{i}"]
+                    if saved.shape != p.shape:
+                        raise ValueError(f"tensor {g.name}.{i} has shape {tuple(saved.shape)}, "
+                                         f"the model {tuple(p.shape)}")
+                    p.copy_(saved)
+            if optimizer is not None:
+                self.optimizer.load_state_dict(optimizer)
+        except Exception as exc:  # any unreadable part: one line naming the folder and the cause
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"{where} is unreadable ({type(exc).__name__}: {first}); delete it or re-run "
+                            "with --overwrite") from None
+        self.state = state
         self.sync_master()
+
+    # -------------------------------------------------------------- divergence guard
+    @torch.no_grad()
+    def nonfinite_parameter(self) -> str | None:
+        """Name of the first block holding a NaN/inf parameter, or None (one pass over the trained tensors)."""
+        for g in self.groups:
+            if not all(bool(torch.isfinite(p).all()) for p in g.params):
+                return g.name
+        return None
+
+
+class Diverged(Exception):
+    """A non-finite loss, gradient, ZO coefficient or parameter: the run stops at once (nothing saved)."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"{what} at step {step}")
+        self.step, self.what = step, what
 
 
 def split_micro_batches(examples: list[dict], micro_batches: int, collate, device) -> list[dict]:

@@ -172,16 +172,3 @@ def test_shipped_paper_grid_expands():
     assert {c.task for c in cells} == {"sst2", "wsc", "winogrande"}
     assert {c.method for c in cells} == {"hybrid", "fo-full", "fo-peft", "zo-full", "zo-peft"}
     assert len({c.output_dir for c in cells}) == len(cells)
-
-
-def test_resume_continues_a_run_exactly(assets, tmp_path):
-    """6 steps in one go = 3 steps, then `train --resume` to 6 (losses of steps 4-6 and final accuracy)."""
-    common = dict(method="hybrid", select="last", save_model="none", lr_adapter="5e-2", fo_optimizer="adam")
-    assert main(base_args(assets, tmp_path, output_dir=str(tmp_path / "straight"), **common)) == 0
-    assert main(base_args(assets, tmp_path, output_dir=str(tmp_path / "split"), steps="3", **common)) == 0
-    assert main(base_args(assets, tmp_path, output_dir=str(tmp_path / "split"), **common) + ["--resume"]) == 0
-    losses = {name: [r["loss"] for r in read_jsonl(tmp_path / name / "metrics.jsonl") if "loss" in r]
-              for name in ("straight", "split")}
-    assert len(losses["split"]) == 6 and losses["split"] == losses["straight"]
-    results = {name: json.loads((tmp_path / name / "results.json").read_text()) for name in ("straight", "split")}
-    assert results["split"]["eval"]["accuracy"] == results["straight"]["eval"]["accuracy"]

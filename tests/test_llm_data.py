@@ -14,7 +14,7 @@ pytest.importorskip("tokenizers")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 from llm_experiments.data import (  # noqa: E402
-    collate,
+    collate_candidates,
     encode_for_training,
     encode_pair,
     load_splits,
@@ -158,6 +158,11 @@ def test_every_task_spec_renders_its_template(task):
         assert all(c.strip() for c in cand.contexts) and all(c.strip() for c in cand.continuations)
         if spec.scoring == "label_words":
             assert len(set(cand.contexts)) == 1 and cand.continuations == spec.verbalizer
+        elif spec.scoring == "option_suffix":
+            assert len(set(cand.contexts)) == 1  # shared prefix
+            for option, continuation in zip((row["option1"], row["option2"]), cand.continuations):
+                assert cand.contexts[0] + continuation == row["sentence"].replace("_", option)
+                assert continuation.startswith(" " + option)
         elif spec.scoring == "partial":
             assert len(set(cand.continuations)) == 1  # shared suffix
             blank = row["sentence"].index("_")
@@ -174,7 +179,7 @@ def test_every_task_spec_renders_its_template(task):
         "rte": "Does this mean that",
         "boolq": "Question:",
         "copa": " because" if first.get("question") == "cause" else " so",
-        "winogrande": first.get("sentence", "_").split("_")[0],
+        "winogrande": first.get("sentence", "_").split("_")[0].strip(),
     }[task]
     assert expected_piece in context
 
@@ -338,22 +343,19 @@ def test_sample_indices_rule(pool, n_first, n_second, seed):
 
 
 @pytest.mark.parametrize("task", list(TASKS))
-def test_encode_for_training_puts_the_loss_on_the_gold_answer_only(task, tokenizer):
+def test_encode_for_training_keeps_the_exact_candidate_tokens(task, tokenizer):
     spec = TASKS[task]
     rows = generate_task_examples(task, 8, seed=0)
-    for row, enc in zip(rows, encode_for_training(rows, tokenizer, spec, max_length=128)):
-        cand = spec.render(row)
-        assert enc["input_ids"][0] == tokenizer.bos_token_id and enc["attention_mask"] == [1] * len(enc["input_ids"])
-        answer = [t for t, l in zip(enc["input_ids"], enc["labels"]) if l != -100]
-        scored = [l for l in enc["labels"] if l != -100]
-        assert answer == scored and answer  # labels are the input ids on the answer span
-        first = enc["labels"].index(answer[0])
-        assert all(l == -100 for l in enc["labels"][:first]) and enc["labels"][first:] == answer
-        gold = cand.continuations[cand.label]
-        context = cand.contexts[cand.label]
-        whitespace = context[len(context.rstrip()):]
-        assert tokenizer.decode(answer) == whitespace + gold
-        assert tokenizer.decode(enc["input_ids"], skip_special_tokens=True) == context + gold
+    for objective in ("classification", "lm"):
+        for row, enc in zip(rows, encode_for_training(rows, tokenizer, spec, max_length=128, objective=objective)):
+            cand = spec.render(row)
+            kept = range(len(cand.contexts)) if objective == "classification" else [cand.label]
+            assert enc.label == (cand.label if objective == "classification" else 0)
+            for k, ctx, cont in zip(kept, enc.contexts, enc.continuations):
+                assert ctx[0] == tokenizer.bos_token_id and cont
+                # exact tokens: the continuation decodes to the candidate text, nothing moved across the boundary
+                assert tokenizer.decode(list(cont)) == cand.continuations[k]
+                assert tokenizer.decode(list(ctx), skip_special_tokens=True) == cand.contexts[k]
 
 
 def test_long_contexts_are_truncated_from_the_left(tokenizer):
@@ -365,20 +367,30 @@ def test_long_contexts_are_truncated_from_the_left(tokenizer):
     assert ids[1:] == full[len(full) - 15 :] and n == n_full  # the *end* of the context is kept
 
 
-def test_collate_right_pads(tokenizer):
+def test_collate_right_pads_and_indexes_the_scored_tokens(tokenizer):
     import torch
 
-    rows = generate_task_examples("sst2", 3, 0)
-    encoded = encode_for_training(rows, tokenizer, TASKS["sst2"], 64)
-    batch = collate(encoded, tokenizer.pad_token_id)
-    width = max(len(e["input_ids"]) for e in encoded)
-    assert batch["input_ids"].shape == (3, width) and batch["input_ids"].dtype == torch.long
-    for row, enc in enumerate(encoded):
-        n = len(enc["input_ids"])
-        assert batch["input_ids"][row, :n].tolist() == enc["input_ids"]
+    rows = generate_task_examples("winogrande", 3, 0)  # multi-token candidates: one row per candidate
+    encoded = encode_for_training(rows, tokenizer, TASKS["winogrande"], 64, objective="classification")
+    batch = collate_candidates(encoded, tokenizer.pad_token_id)
+    sequences = [c + t for e in encoded for c, t in zip(e.contexts, e.continuations)]
+    width = max(len(q) for q in sequences)
+    assert batch["input_ids"].shape == (6, width) and batch["input_ids"].dtype == torch.long
+    for row, seq in enumerate(sequences):
+        n = len(seq)
+        assert batch["input_ids"][row, :n].tolist() == list(seq)
         assert (batch["input_ids"][row, n:] == tokenizer.pad_token_id).all()
         assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
-        assert batch["labels"][row].tolist() == enc["labels"] + [-100] * (width - n)
+        picked = batch["score_row"] == row
+        assert batch["score_token"][picked].tolist() == list(encoded[row // 2].continuations[row % 2])
+        assert (batch["input_ids"][row, batch["score_pos"][picked] + 1] == batch["score_token"][picked]).all()
+    assert batch["labels"].tolist() == [e.label for e in encoded] and batch["num_candidates"].tolist() == [2] * 3
+    # label words share the context: one row per example, both candidates read at its last position
+    sst = encode_for_training(generate_task_examples("sst2", 3, 0), tokenizer, TASKS["sst2"], 64)
+    shared = collate_candidates(sst, tokenizer.pad_token_id)
+    assert shared["input_ids"].shape[0] == 3 and shared["score_row"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert shared["score_pos"].tolist() == [len(e.contexts[0]) - 1 for e in sst for _ in range(2)]
+    assert collate_candidates(sst, tokenizer.pad_token_id, share_context=False)["input_ids"].shape[0] == 6
 
 
 def test_json_list_files_are_read(tmp_path):

@@ -73,6 +73,7 @@ def free_port() -> int:
 def run_config(assets, output_dir, **extra) -> dict:
     # 44 training examples, batch 6: the last batch of each epoch has 2 examples (uneven splits are exercised)
     return {"model": str(assets / "model"), "task": "sst2", "data": str(assets / "data"), "dtype": "float64",
+            "device": "cpu",
             "n_train": 56, "n_dev": 12, "n_eval": 24, "steps": 8, "batch_size": 6, "eval_every": 2,
             "lr_base": 1e-3, "lr_adapter": 5e-2, "dist_timeout_s": 60, "save_model": "none",
             "output_dir": str(output_dir)} | extra
@@ -108,7 +109,7 @@ def launch(args: list[str], nproc: int = 2, rank_programs: dict | None = None) -
     return out
 
 
-def state_tensors(run_dir: Path, which: str = "last_state") -> dict:
+def state_tensors(run_dir: Path, which: str = "checkpoint/state") -> dict:
     from safetensors.torch import load_file
     return load_file(str(run_dir / which / "params.safetensors"))
 
@@ -126,7 +127,7 @@ def assert_same_run(one: Path, two: Path) -> None:
     res = [json.loads((d / "results.json").read_text()) for d in (one, two)]
     assert res[0]["selected_step"] == res[1]["selected_step"]
     assert res[0]["eval"]["accuracy"] == res[1]["eval"]["accuracy"]
-    for which in ("last_state", "best_state"):
+    for which in ("checkpoint/state", "checkpoint/best"):
         assert (one / which).is_dir() == (two / which).is_dir()
         if not (one / which).is_dir():
             continue
@@ -216,9 +217,66 @@ def test_killed_rank_stops_the_run_with_one_line_and_it_resumes_at_world_size_tw
     errors = [line for line in first[0].stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: rank 0 of 2: collective"), first[0].stderr[-2000:]
     assert "Traceback" not in first[0].stderr
-    assert json.loads((split / "last_state" / "state.json").read_text())["step"] == 2
+    assert json.loads((split / "checkpoint" / "state" / "state.json").read_text())["step"] == 2
     assert not (split / "results.json").exists()
-    second = launch(["train", "--config", str(config), "--resume"])
-    assert [p.returncode for p in second] == [0, 0], second[0].stderr[-2000:] + second[1].stderr[-2000:]
-    assert second[1].stdout == ""                            # the summary line comes from rank 0 only
+    # resumed through accelerate's launcher (on CPU its --multi_gpu mode is the one that starts N processes)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--main_process_ip", "127.0.0.1", "--main_process_port", str(free_port()),
+           "-m", "llm_experiments", "train", "--config", str(config), "--resume"]
+    second = subprocess.run(cmd, cwd=ROOT, env=os.environ | ENV, text=True, capture_output=True,
+                            timeout=LAUNCH_TIMEOUT_S)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("eval accuracy") == 1        # the summary line comes from rank 0 only
+    assert json.loads((split / "run.json").read_text())["world"] == {"size": 2, "backend": "gloo"}
     assert_same_run(one_process / "hybrid" / "seed0", split)
+
+
+# ---------------------------------------------------------------------------- one node: device_map and checkpointing
+@pytest.mark.skipif(torch.cuda.is_available(), reason="compares with the CPU reference run")
+def test_device_map_auto_and_gradient_checkpointing_reproduce_the_plain_run(assets, one_process, tmp_path):
+    """The grid's hybrid run with ``--device-map auto`` (accelerate places the tiny model; on a CPU-only machine
+    every layer lands on the CPU) and checkpointed FO blocks: the same trajectory."""
+    config = write_yaml(tmp_path / "run.yaml", run_config(assets, tmp_path / "mapped", method="hybrid",
+                                                          **METHODS["hybrid"]))
+    assert main(["train", "--config", str(config), "--device", "auto", "--device-map", "auto",
+                 "--gradient-checkpointing"]) == 0
+    info = json.loads((tmp_path / "mapped" / "run.json").read_text())
+    if not torch.cuda.is_available():
+        assert info["param_devices"] == ["cpu"]
+    assert_same_run(one_process / "hybrid" / "seed0", tmp_path / "mapped")
+
+
+def test_checkpointed_blocks_recompute_in_the_fo_backward_only(assets):
+    from llm_experiments.config import TrainConfig
+    from llm_experiments.data import collate_candidates, encode_for_training
+    from llm_experiments.models import attach_peft, checkpoint_layers, split_parameters
+    from llm_experiments.scoring import classification_loss
+    from llm_experiments.tasks import get_task
+    from llm_experiments.trainer import ModelOracle, PhaseClock, Trainer
+
+    tok = tiny_tokenizer()
+    encoded = encode_for_training(generate_task_examples("sst2", 8, seed=0), tok, get_task("sst2"), 64)
+    batch = collate_candidates(encoded, tok.pad_token_id)
+    runs = {}
+    for checkpointed in (False, True):
+        model = attach_peft(tiny_model("opt", tok), "lora")
+        calls = []
+        blocks = model.base_model.model.model.decoder.layers
+        for block in blocks:  # count the blocks' forward computations (a recompute runs forward again)
+            block.forward = (lambda forward: lambda *a, **k: calls.append(1) or forward(*a, **k))(block.forward)
+        if checkpointed:
+            assert checkpoint_layers(model) == len(blocks)
+        cfg = TrainConfig(model="tiny", method="hybrid", progress=False).validate()
+        trainer = Trainer(model, split_parameters(model), cfg, n_train=8, device=torch.device("cpu"))
+        oracle = ModelOracle(model, [batch], False, lambda: None, PhaseClock(torch.device("cpu")), classification_loss)
+        adapter = trainer.groups[1].params
+        oracle.loss()
+        zo_calls = len(calls)
+        loss, grads = oracle.loss_and_grad(adapter)
+        runs[checkpointed] = (loss, grads, zo_calls, len(calls) - zo_calls)
+    plain, ckpt = runs[False], runs[True]
+    assert plain[2] == ckpt[2] == 2                      # no-grad forwards are plain calls
+    assert plain[3] == 2 and ckpt[3] == 4                # the FO pass: each block again in the backward
+    assert torch.equal(plain[0], ckpt[0])
+    for a, b in zip(plain[1], ckpt[1]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)

@@ -8,8 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from llm_experiments.data import collate, encode_for_training  # noqa: E402
+from llm_experiments.data import collate_candidates, encode_for_training  # noqa: E402
 from llm_experiments.evaluation import evaluate, majority_baseline, score_candidates  # noqa: E402
+from llm_experiments.scoring import classification_loss  # noqa: E402
 from llm_experiments.tasks import TASKS, Candidates  # noqa: E402
 from llm_experiments.testing import TINY_ARCHITECTURES, generate_task_examples, tiny_model, tiny_tokenizer  # noqa: E402
 
@@ -160,8 +161,8 @@ def test_training_on_the_encoded_answers_raises_eval_accuracy(tokenizer):
     for _ in range(12):  # epochs of random reshuffling
         order = torch.randperm(len(encoded), generator=generator).tolist()
         for start in range(0, len(order), 16):
-            batch = collate([encoded[i] for i in order[start : start + 16]], tokenizer.pad_token_id)
-            loss = model(**batch).loss
+            batch = collate_candidates([encoded[i] for i in order[start : start + 16]], tokenizer.pad_token_id)
+            loss = classification_loss(model, batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

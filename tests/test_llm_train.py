@@ -19,7 +19,8 @@ pytest.importorskip("peft")
 
 from hybridtheory.algorithm import ZORecord, ZOSettings, apply_zo_update, zo_coefficients  # noqa: E402
 from llm_experiments.config import TrainConfig  # noqa: E402
-from llm_experiments.data import collate, encode_for_training  # noqa: E402
+from llm_experiments.data import collate_candidates, encode_for_training  # noqa: E402
+from llm_experiments.scoring import lm_loss  # noqa: E402
 from llm_experiments.models import attach_peft, split_parameters  # noqa: E402
 from llm_experiments.tasks import get_task  # noqa: E402
 from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer  # noqa: E402
@@ -35,7 +36,8 @@ def tok():
 
 @pytest.fixture(scope="module")
 def encoded(tok):
-    return encode_for_training(generate_task_examples("sst2", 48, seed=0), tok, get_task("sst2"), 64)
+    # LM objective on the gold label word (one-token continuations: one row per example)
+    return encode_for_training(generate_task_examples("sst2", 48, seed=0), tok, get_task("sst2"), 64, objective="lm")
 
 
 def make(tok, arch="opt", method="hybrid", peft="lora", **overrides):
@@ -45,15 +47,15 @@ def make(tok, arch="opt", method="hybrid", peft="lora", **overrides):
     model = tiny_model(arch, tok)
     if cfg.uses_peft:
         model = attach_peft(model, cfg.peft)
-    return model, Trainer(model, split_parameters(model), cfg, n_train=48, device=CPU)
+    return model, Trainer(model, split_parameters(model), cfg, n_train=48, device=CPU, loss_fn=lm_loss)
 
 
 def run(trainer, encoded, tok):
-    train_loop(trainer, encoded, lambda chunk: collate(chunk, tok.pad_token_id), LoopHooks())
+    train_loop(trainer, encoded, lambda chunk: collate_candidates(chunk, tok.pad_token_id), LoopHooks())
 
 
 def batch_of(encoded, tok, idx):
-    return {k: v for k, v in collate([encoded[i] for i in idx], tok.pad_token_id).items()}
+    return collate_candidates([encoded[i] for i in idx], tok.pad_token_id)
 
 
 def clone_all(params):
@@ -153,7 +155,7 @@ def test_restore_drift_per_dtype_with_and_without_master(tok, dtype):
     for master in ("none", "auto"):
         model, tr = make(tok, method="zo-full", dtype=dtype, base_master=master)
         model.to(getattr(torch, dtype))
-        tr = Trainer(model, split_parameters(model), tr.cfg, n_train=48, device=CPU)
+        tr = Trainer(model, split_parameters(model), tr.cfg, n_train=48, device=CPU, loss_fn=lm_loss)
         weights = split_parameters(model).tensors("base")
         x0 = clone_all(weights)
         d = zo.direction(7, 0)
@@ -174,10 +176,10 @@ def test_restore_drift_per_dtype_with_and_without_master(tok, dtype):
 
 
 def loss64(model, batch):
-    """Answer-token cross-entropy in float64 (HF's built-in loss upcasts logits to fp32 only)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).double(), batch["labels"][:, 1:].flatten(),
-                                             ignore_index=-100)
+    """The answer-token loss of a float64 model, in float64 (the scoring keeps float64 logits)."""
+    loss = lm_loss(model, batch)
+    assert loss.dtype == torch.float64
+    return loss
 
 
 def test_projected_gradient_matches_directional_derivative(tok, encoded):
@@ -263,7 +265,7 @@ def test_training_loss_falls(tok, encoded, arch, method, peft, overrides):
     def full_loss():
         with torch.no_grad():
             model.eval()
-            return float(model(**full, use_cache=False).loss)
+            return float(lm_loss(model, full))
 
     before = full_loss()
     run(tr, encoded, tok)
@@ -295,7 +297,7 @@ def test_tiny_zo_updates_accumulate_in_the_master_not_round_away(tok, encoded):
     for master in ("none", "auto"):
         model, tr = make(tok, method="zo-full", dtype="bfloat16", base_master=master)
         model.to(torch.bfloat16)
-        tr = Trainer(model, split_parameters(model), tr.cfg, n_train=48, device=CPU)
+        tr = Trainer(model, split_parameters(model), tr.cfg, n_train=48, device=CPU, loss_fn=lm_loss)
         block = tr.groups[0].params
         x0 = clone_all(block)
         zo = ZOSettings(mu=1e-3, law="gaussian")

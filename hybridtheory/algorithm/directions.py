@@ -1,10 +1,12 @@
 r"""Random directions for two-point zeroth-order estimators, drawn from explicit seeds.
 
 A direction :math:`u` for a *block* (a list of tensors) is a pure function of an integer
-``seed``: tensor ``k`` of the block is filled by a ``torch.Generator`` seeded with
-``derive_seed(seed, k)``. Nothing here touches the global RNG, and a direction can be
-regenerated tensor by tensor at any time (perturb, restore, update, gradient accumulation
-replay) without ever holding the whole direction in memory, which is what the LLM side needs.
+``seed``: entry ``e`` of the flat tensor ``k`` of the block is a pure function of
+(``seed``, ``k``, ``e``), computed by the counter-based generator of
+:mod:`hybridtheory.algorithm.counter` (Philox4x32-10, no generator state). Nothing here touches the
+global RNG; a direction is regenerated tensor by tensor at any time (perturb, restore, update,
+gradient accumulation replay) without ever holding the whole direction in memory; and any slice of a
+tensor (a shard) is drawn alone, equal to the same entries of the whole draw.
 
 Three laws (``proofs/02-estimators.md``):
 
@@ -16,40 +18,26 @@ Three laws (``proofs/02-estimators.md``):
   :math:`\mathbb{R}^d`, :math:`d` = total number of entries per replicate).
 
 *Batched replicates.* Synthetic sweeps keep many independent runs in one tensor whose leading
-``batch_dims`` dimensions index the replicate. Each replicate gets its own row of the draw, and
-sphere normalisation is done per replicate. The LLM side uses ``batch_dims = 0``.
+``batch_dims`` dimensions index the replicate. Replicate ``s`` gets row ``s`` of the draw of the
+whole tensor, and sphere normalisation is done per replicate. The LLM side uses ``batch_dims = 0``.
+
+*Shards.* A caller holding only part of each tensor (``offsets[k]``: where its local flat piece
+starts in the full flat tensor ``k``) gets exactly its entries of the full direction. For the
+sphere law the per-tensor sums of squares are local; ``reduce`` (e.g. an all-reduce sum over the
+ranks) makes them global before the normaliser is taken, so every rank scales by the same number.
 """
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from . import counter
+from .counter import derive_seed
+
 LAWS = ("sphere", "gaussian", "rademacher")
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def derive_seed(*parts: int) -> int:
-    """Deterministic, well-mixed 63-bit seed from a tuple of non-negative integers.
-
-    Used everywhere a stream must be reproducible from (run seed, epoch, step, query, tensor)
-    without carrying generator state: resuming a run only needs the counters.
-    """
-    z = 0x5EED
-    for p in parts:
-        if p < 0:
-            raise ValueError(f"seed parts must be non-negative, got {p}")
-        z = _splitmix64(z ^ (int(p) & _MASK64))
-    return z & ((1 << 63) - 1)
 
 
 def no_grad(fn):
@@ -62,20 +50,6 @@ def no_grad(fn):
                 return fn(*args, **kwargs)
         return fn(*args, **kwargs)
     return wrapper
-
-
-_GENERATORS: dict[torch.device, torch.Generator] = {}
-
-
-def generator_for(device: torch.device | str, seed: int) -> torch.Generator:
-    """A per-device generator (cached, re-seeded on every call): never the global RNG."""
-    device = torch.device(device)
-    gen = _GENERATORS.get(device)
-    if gen is None:
-        gen = torch.Generator(device=device)
-        _GENERATORS[device] = gen
-    gen.manual_seed(seed)
-    return gen
 
 
 def block_dim(block: Sequence[torch.Tensor], batch_dims: int = 0) -> int:
@@ -97,9 +71,14 @@ class Direction:
         law: ``"sphere"``, ``"gaussian"`` or ``"rademacher"``.
         batch_dims: number of leading replicate dimensions of every tensor of the block.
         dtype: dtype the draw is made in (float32 by default, so a bf16 model and an fp32
-            model see the same direction up to rounding); it is cast when applied.
+            model see the same direction up to rounding); it is cast when applied. Gaussian draws
+            are computed in float32 whatever this dtype (Box-Muller as the GPU kernel does).
         cache: a dict to keep the draws in (small synthetic blocks: saves the regenerations);
             ``None`` (default, models) regenerates every time and holds one tensor at a time.
+        offsets: for shards, where each local tensor's flat entries start in the full flat tensor
+            of the same index (None: the block holds whole tensors).
+        reduce: for shards and the sphere law, a function summing a tensor of per-replicate sums of
+            squares over all shards in place or returning the sum (e.g. ``dist.all_reduce``).
     """
 
     seed: int
@@ -107,20 +86,23 @@ class Direction:
     batch_dims: int = 0
     dtype: torch.dtype = torch.float32
     cache: dict | None = field(default=None, compare=False, repr=False)
+    offsets: tuple[int, ...] | None = None
+    reduce: Callable[[torch.Tensor], torch.Tensor | None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.law not in LAWS:
             raise ValueError(f"unknown direction law {self.law!r}; expected one of {LAWS}")
 
+    def key(self, k: int) -> int:
+        """Counter-generator key of tensor ``k`` of the block."""
+        return counter.tensor_key(self.seed, k)
+
     def _raw(self, k: int, t: torch.Tensor) -> torch.Tensor:
         if self.cache is not None and k in self.cache:
             return self.cache[k]
-        gen = generator_for(t.device, derive_seed(self.seed, k))
         dtype = torch.float64 if t.dtype == torch.float64 else self.dtype
-        if self.law == "rademacher":
-            r = torch.randint(0, 2, t.shape, generator=gen, device=t.device).to(dtype).mul_(2).sub_(1)
-        else:
-            r = torch.randn(t.shape, generator=gen, device=t.device, dtype=dtype)
+        start = 0 if self.offsets is None else int(self.offsets[k])
+        r = counter.draw_slice(self.key(k), start, t.numel(), self.law, dtype, t.device).view(t.shape)
         if self.cache is not None:
             self.cache[k] = r
         return r
@@ -128,7 +110,8 @@ class Direction:
     def inverse_norm(self, block: Sequence[torch.Tensor]) -> torch.Tensor | None:
         """Per-replicate 1/||raw draw|| for the sphere law (None for Gaussian and Rademacher).
 
-        Costs one extra regeneration pass; only the per-replicate scalars are kept.
+        Costs one extra regeneration pass; only the per-replicate scalars are kept. With shards the
+        local sums of squares go through ``reduce`` first.
         """
         if self.law != "sphere":
             return None
@@ -137,6 +120,9 @@ class Direction:
             r = self._raw(k, t)
             s = r.square().flatten(self.batch_dims).sum(-1) if self.batch_dims else r.square().sum()
             sq = s if sq is None else sq + s
+        if self.reduce is not None:
+            reduced = self.reduce(sq)
+            sq = sq if reduced is None else reduced
         return sq.rsqrt()
 
     def tensors(self, block: Sequence[torch.Tensor], inv_norm: torch.Tensor | None = None
@@ -195,3 +181,42 @@ class Direction:
                 t.add_(u, alpha=a)
             else:
                 t.add_((u * a).to(t.dtype))
+
+
+class DirectionBank:
+    """Raw draws of many upcoming directions of small blocks, made in one pass of the generator.
+
+    The counter generator costs a fixed ~100 tensor operations per call, which dominates for the
+    synthetic fast path's tiny blocks. Keys are tensors too, so the draws of many directions (many
+    steps) are one call with a column of keys; :meth:`take` hands each direction its draws as a
+    ``Direction.cache``. The draws are the same numbers a direction would make alone.
+    """
+
+    def __init__(self, law: str, dtype: torch.dtype = torch.float32) -> None:
+        self.law, self.dtype = law, dtype
+        self._store: dict[int, dict] = {}
+
+    def __contains__(self, seed: int) -> bool:
+        return seed in self._store
+
+    def fill(self, seeds: Sequence[int], template: Sequence[torch.Tensor]) -> None:
+        """Draw directions ``seeds`` for blocks shaped like ``template``."""
+        seeds = [s for s in dict.fromkeys(seeds) if s not in self._store]
+        if not seeds:
+            return
+        caches: list[dict] = [{} for _ in seeds]
+        for k, t in enumerate(template):
+            dtype = torch.float64 if t.dtype == torch.float64 else self.dtype
+            keys = torch.tensor([counter.tensor_key(s, k) for s in seeds], dtype=torch.int64,
+                                device=t.device).unsqueeze(1)
+            rows = counter.draw_slice(keys, 0, t.numel(), self.law, dtype, t.device)
+            for cache, row in zip(caches, rows):
+                cache[k] = row.view(t.shape)
+        self._store.update(zip(seeds, caches))
+
+    def take(self, seed: int) -> dict | None:
+        """The draws of direction ``seed`` (removed from the bank), or None if not drawn."""
+        return self._store.pop(seed, None)
+
+    def clear(self) -> None:
+        self._store.clear()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .directions import LAWS, Direction, derive_seed, no_grad
+from .directions import LAWS, Direction, DirectionBank, derive_seed, no_grad
 
 DIFFERENCES = ("central", "forward")
 
@@ -42,6 +42,10 @@ class ZOSettings:
         dtype: dtype of the direction draws (cast when applied).
         cache: keep each step's draws in memory instead of regenerating them (small blocks only:
             the synthetic fast path; never for models).
+        bank: a :class:`DirectionBank` holding draws made ahead (with ``cache``; the synthetic fast
+            path fills it for many steps at once).
+        offsets, reduce: for a block of shards (see :class:`Direction`): where each local tensor
+            starts in its full flat tensor, and the cross-shard sum for the sphere normaliser.
     """
 
     mu: float | torch.Tensor = 1e-3
@@ -51,6 +55,9 @@ class ZOSettings:
     batch_dims: int = 0
     dtype: torch.dtype = torch.float32
     cache: bool = False
+    bank: DirectionBank | None = field(default=None, compare=False, repr=False)
+    offsets: tuple[int, ...] | None = None
+    reduce: Callable[[torch.Tensor], torch.Tensor | None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.law not in LAWS:
@@ -68,8 +75,13 @@ class ZOSettings:
 
     def direction(self, step_seed: int, query: int) -> Direction:
         """The direction of query ``query`` of the step seeded ``step_seed``."""
-        return Direction(derive_seed(step_seed, query), self.law, self.batch_dims, self.dtype,
-                         cache={} if self.cache else None)
+        seed = derive_seed(step_seed, query)
+        cache = None
+        if self.cache:
+            cache = self.bank.take(seed) if self.bank is not None else None
+            cache = {} if cache is None else cache
+        return Direction(seed, self.law, self.batch_dims, self.dtype, cache=cache, offsets=self.offsets,
+                         reduce=self.reduce)
 
 
 @dataclass

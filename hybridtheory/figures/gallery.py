@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from .. import bounds  # noqa: E402
 from ..measurement import displacement_variance, epoch_complexity  # noqa: E402
 from ..objectives import make  # noqa: E402
-from ..runner import METHODS, RunConfig, run  # noqa: E402
+from ..runner import METHODS, RunConfig, finite_mean, run  # noqa: E402
 from . import Figure, atomic_savefig, write_csv, write_json  # noqa: E402
 
 METHOD_STYLE = {"hybrid": ("C0", "-"), "fo-rr": ("C1", "--"), "zo-rr": ("C2", "-."), "hybrid-sgd": ("C3", ":")}
@@ -168,10 +168,14 @@ def _plane_compute(p: dict) -> dict:
     ey = [cy * b for _, b in cells for _ in range(R)]
     cfg = RunConfig(method="hybrid", eta_x=ex, eta_y=ey, mu=p["mu"], epochs=p["epochs"], replicates=len(ex),
                     seed=p["seed"])
-    g = run(problem, cfg).grad_sq
+    traj = run(problem, cfg)
+    g = traj.grad_sq
     tail = g[-max(1, p["epochs"] // 5):].mean(0)          # mean ||grad F||^2 over the last 20% of epochs
-    final = tail.reshape(len(cells), R).mean(1).reshape(len(mult), len(mult))
-    return {"cap_x": cx, "cap_y": cy, "multipliers": mult, "final_grad_sq": final, "initial_grad_sq": float(g[0].mean())}
+    # diverged replicates (non-finite iterate) are left out of the cell mean and counted instead
+    final = finite_mean(tail.reshape(len(cells), R), traj.diverged.reshape(len(cells), R))
+    diverged = traj.diverged.reshape(len(cells), R).mean(1)
+    return {"cap_x": cx, "cap_y": cy, "multipliers": mult, "final_grad_sq": final.reshape(len(mult), len(mult)),
+            "diverged_fraction": diverged.reshape(len(mult), len(mult)), "initial_grad_sq": float(g[0].mean())}
 
 
 def _plane_plot(res: dict, out: Path) -> None:
@@ -197,9 +201,11 @@ def _plane_plot(res: dict, out: Path) -> None:
                  fontsize=9)
     atomic_savefig(fig, out / "step_plane.png")
     plt.close(fig)
-    rows = [[float(a * d["cap_x"]), float(b * d["cap_y"]), float(a), float(b), float(z[i, j])]
+    div = np.array(d.get("diverged_fraction", np.zeros_like(z)), float)
+    rows = [[float(a * d["cap_x"]), float(b * d["cap_y"]), float(a), float(b), float(z[i, j]), float(div[i, j])]
             for i, a in enumerate(mult) for j, b in enumerate(mult)]
-    write_csv(out / "step_plane.csv", ["eta_x", "eta_y", "mult_x", "mult_y", "final_grad_sq"], rows)
+    write_csv(out / "step_plane.csv", ["eta_x", "eta_y", "mult_x", "mult_y", "final_grad_sq", "diverged_fraction"],
+              rows)
 
 
 # -- variance slope ---------------------------------------------------------------------------------

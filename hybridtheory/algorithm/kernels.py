@@ -1,0 +1,69 @@
+r"""Optional Triton kernels of the counter-based directions (:mod:`hybridtheory.algorithm.counter`).
+
+The kernels compute the same Philox words as the torch implementation, in registers, one Philox
+evaluation per 4 Gaussian entries or per 128 Rademacher entries, and turn them into the same laws
+(same entry order). They are used on CUDA tensors when Triton is installed (the ``gpu`` extra) and
+are otherwise never imported: CPU runs and the default install need no Triton. With
+``TRITON_INTERPRET=1`` they also run on CPU tensors (slowly), which is how the tests check that the
+kernel and the torch implementation agree: integer words bit for bit, the Gaussian to float32
+rounding of ``log``/``cos``/``sin``.
+
+The Triton code is loaded on first use (:func:`kernels`), so the interpreter setting is read then.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from types import ModuleType
+
+import torch
+
+from .counter import ENTRIES_PER_COUNTER
+
+AVAILABLE = importlib.util.find_spec("triton") is not None
+LAW_CODES = {"gaussian": 0, "sphere": 0, "rademacher": 1}
+BLOCK = 1024  # entries per program: 256 Gaussian counters or 8 Rademacher counters
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def usable(t: torch.Tensor) -> bool:
+    """Whether the kernels can run on ``t``'s device here."""
+    return AVAILABLE and (t.device.type == "cuda" or (interpreting() and t.device.type == "cpu"))
+
+
+def kernels():
+    """The Triton module, loaded once per interpreter setting (``TRITON_INTERPRET`` is read at load)."""
+    mode = interpreting()
+    mod = _LOADED.get(mode)
+    if mod is None:
+        name = f"{__package__}._triton_kernels_{'interpreted' if mode else 'compiled'}"
+        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__),
+                                                                          "_triton_kernels.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        _LOADED[mode] = mod
+    return mod
+
+
+_LOADED: dict[bool, ModuleType] = {}
+
+
+def _grid(start: int, numel: int, per: int) -> tuple[int]:
+    span = start % per + numel                      # from the first covering counter's first entry
+    return ((span + BLOCK - 1) // BLOCK,)
+
+
+def draw_slice(key: int, start: int, numel: int, law: str = "gaussian", dtype: torch.dtype = torch.float32,
+               device: torch.device | str = "cuda", out: torch.Tensor | None = None) -> torch.Tensor:
+    """Kernel twin of :func:`hybridtheory.algorithm.counter.draw_slice` (one key)."""
+    if out is None:
+        out = torch.empty(numel, dtype=dtype, device=device)
+    if numel:
+        per = ENTRIES_PER_COUNTER[law]
+        kernels().draw_kernel[_grid(start, numel, per)](out, key, start, numel, LAW=LAW_CODES[law], PER=per, BLOCK=BLOCK)
+    return out

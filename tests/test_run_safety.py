@@ -1,0 +1,325 @@
+"""Runs that cannot be corrupted: the run-folder rule, the resume fingerprint, crash-consistent checkpoints
+(fault injection at every named write point, plus real SIGKILLs of a subprocess) and the divergence guard.
+
+Every resumed run is compared with the uninterrupted one file by file, timing fields aside: logs, results,
+config, checkpoint tensors and the saved model byte for byte.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from hybridtheory.io import SimulatedCrash, set_fault_hook  # noqa: E402
+from llm_experiments.cli import main  # noqa: E402
+from llm_experiments.config import TrainConfig, trajectory_fields  # noqa: E402
+from llm_experiments.runs import read_jsonl  # noqa: E402
+from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer, write_jsonl  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = {"step_s", "time_s", "phase_s", "eval_s", "train_time_s", "elapsed_s", "started", "finished",
+          "peak_mem_mb", "memory", "logs"}  # logs: byte lengths, which depend on the timing fields
+
+# the fields --resume may change; every other TrainConfig field must match the saved config
+NOT_TRAJECTORY = {"output_dir", "progress", "log_every", "track_displacement", "save_model", "device",
+                  "trust_remote_code", "dist_timeout_s",
+                  "device_map", "gradient_checkpointing"}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    yield
+    set_fault_hook(None)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("assets")
+    tok = tiny_tokenizer()
+    model = tiny_model("opt", tok)
+    model.save_pretrained(root / "model")
+    tok.save_pretrained(root / "model")
+    write_jsonl(root / "data" / "train.jsonl", generate_task_examples("sst2", 64, seed=0))
+    write_jsonl(root / "data" / "validation.jsonl", generate_task_examples("sst2", 24, seed=1))
+    return root
+
+
+def args_for(assets, out, **extra) -> list[str]:
+    values = {"model": str(assets / "model"), "task": "sst2", "data": str(assets / "data"), "n_train": "48",
+              "n_dev": "12", "n_eval": "16", "steps": "4", "batch_size": "8", "eval_every": "2",
+              "lr_base": "1e-3", "lr_adapter": "5e-2", "fo_optimizer": "adam", "method": "hybrid",
+              "output_dir": str(out)} | extra
+    return ["train"] + [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
+
+
+def _strip(value):
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def snapshot(run: Path) -> dict:
+    """Everything a run leaves, timing fields aside (binary files byte for byte)."""
+    out = {}
+    for path in sorted(run.rglob("*")):
+        if path.is_dir():
+            continue
+        name = str(path.relative_to(run))
+        assert not path.name.startswith("."), f"stale temporary left: {name}"
+        if name in ("run.json", "config.json"):
+            continue  # run.json: environment and resume notes; config.json: compared below without output_dir
+        if path.suffix == ".jsonl":
+            out[name] = [_strip(json.loads(line)) for line in path.read_text().splitlines()]
+        elif path.suffix == ".json":
+            out[name] = _strip(json.loads(path.read_text()))
+        else:
+            out[name] = path.read_bytes()
+    cfg = json.loads((run / "config.json").read_text())
+    cfg.pop("output_dir")
+    out["config.json"] = cfg
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(assets, tmp_path_factory):
+    """The uninterrupted run, and the write points it passes (in order)."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    points = []
+    set_fault_hook(points.append)
+    try:
+        assert main(args_for(assets, out)) == 0
+    finally:
+        set_fault_hook(None)
+    return snapshot(out), points
+
+
+# ---------------------------------------------------------------------------- fingerprint
+def test_every_config_field_is_classified_and_resume_refuses_trajectory_changes(assets, tmp_path, capsys):
+    assert set(trajectory_fields()) == {f.name for f in fields(TrainConfig)} - NOT_TRAJECTORY
+    out = tmp_path / "run"
+    crash_at("checkpoint:files", 2)
+    with pytest.raises(SimulatedCrash):
+        main(args_for(assets, out))
+    set_fault_hook(None)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for change, named in [({"method": "fo-peft"}, "method"), ({"lr_adapter": "1e-2"}, "lr_adapter"),
+                          ({"seed": "1", "steps": "8"}, "seed (0 -> 1), steps (4 -> 8)")]:
+        capsys.readouterr()
+        assert main(args_for(assets, out, **change) + ["--resume"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "would change the run" in err[0] and named in err[0], err
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing written
+    assert main(args_for(assets, out, log_every="3", save_model="none") + ["--resume"]) == 0
+    assert "log_every, save_model" in capsys.readouterr().err
+    assert json.loads((out / "run.json").read_text())["resume_changed_fields"] == ["log_every", "save_model"]
+
+
+# ---------------------------------------------------------------------------- run-folder rule
+def test_run_folder_rule(assets, tmp_path, capsys):
+    out = tmp_path / "run"
+    cases = [
+        (args_for(assets, tmp_path / "typo") + ["--resume"], "no run in"),
+        (args_for(assets, out) + ["--resume", "--overwrite"], "contradict"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2
+        assert expected in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists() and not out.exists()
+    crash_at("checkpoint:files", 2)
+    with pytest.raises(SimulatedCrash):
+        main(args_for(assets, out))
+    set_fault_hook(None)
+    assert main(args_for(assets, out)) == 2
+    assert "holds an unfinished run; pass --resume" in capsys.readouterr().err
+    assert main(args_for(assets, out) + ["--resume"]) == 0
+    finished = (out / "results.json").read_bytes()
+    for extra in ([], ["--resume"]):
+        assert main(args_for(assets, out) + extra) == 2
+        assert "holds a finished run; pass --overwrite" in capsys.readouterr().err
+    assert (out / "results.json").read_bytes() == finished
+    assert main(args_for(assets, out, steps="2") + ["--overwrite"]) == 0
+    assert json.loads((out / "results.json").read_text())["steps"] == 2
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(args_for(assets, foreign) + ["--overwrite"]) == 2
+    assert "holds no run" in capsys.readouterr().err and (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_saved_config_reruns_from_another_directory(assets, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(assets)
+    out = tmp_path / "run"
+    assert main(args_for(assets, out, model="model", data="data", steps="2", save_model="none")) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert all(Path(saved[k]).is_absolute() for k in ("model", "data", "output_dir"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", str(out / "config.json"), "--output-dir", "again"]) == 0
+    again = snapshot(tmp_path / "again")
+    first = snapshot(out)
+    assert again == first
+
+
+# ---------------------------------------------------------------------------- crash consistency
+def crash_at(point: str, nth: int) -> None:
+    hits = {"n": 0}
+
+    def hook(name):
+        if name == point:
+            hits["n"] += 1
+            if hits["n"] == nth:
+                raise SimulatedCrash(f"{point}@{nth}")
+    set_fault_hook(hook)
+
+
+def kill_points(points: list[str]) -> list[tuple[str, int]]:
+    """Every named point at its first and last hit (and one in the middle when it is hit often)."""
+    chosen = []
+    for name in dict.fromkeys(points):
+        n = points.count(name)
+        chosen += [(name, k) for k in sorted({1, (n + 1) // 2, n})]
+    return chosen
+
+
+def test_resume_after_a_crash_at_every_write_point_equals_the_uninterrupted_run(assets, tmp_path, reference):
+    expected, points = reference
+    names = set(points)
+    assert {"config.json:files", "run.json:files", "evals.jsonl:append", "metrics.jsonl:append",
+            "checkpoint:files", "checkpoint:swap", "model:files", "results.json:files"} <= names, names
+    tried = kill_points(points)
+    for i, (point, nth) in enumerate(tried):
+        out = tmp_path / f"crash{i}"
+        crash_at(point, nth)
+        with pytest.raises(SimulatedCrash):
+            main(args_for(assets, out))
+        set_fault_hook(None)
+        resume = ["--resume"] if (out / "config.json").is_file() else []
+        assert main(args_for(assets, out) + resume) == 0, (point, nth)
+        assert snapshot(out) == expected, (point, nth)
+    print(f"crash points tried: {len(tried)} over {len(names)} named write points")
+
+
+def test_resume_after_sigkill_at_random_times_equals_the_uninterrupted_run(assets, tmp_path, reference):
+    """Real kills: a subprocess trains; once it has written its first evaluation it is SIGKILLed after a
+    random delay, then the run is resumed (or started, if the kill came before the run folder existed)."""
+    expected, _ = reference
+    rng = random.Random(int(os.environ.get("KILL_SEED", "0")))
+    kills = int(os.environ.get("KILL_TRIES", "1"))  # more: KILL_TRIES=20 (about 20 s each here)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    for i in range(kills):
+        out = tmp_path / f"kill{i}"
+        proc = subprocess.Popen([sys.executable, "-m", "llm_experiments", *args_for(assets, out)], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not (out / "evals.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.5))  # the whole tiny run takes about 0.5 s after its first evaluation
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        resume = ["--resume"] if (out / "config.json").is_file() and not (out / "results.json").is_file() else []
+        if not (out / "results.json").is_file():
+            assert main(args_for(assets, out) + resume) == 0
+        assert snapshot(out) == expected
+
+
+def test_stale_temporaries_and_a_cut_folder_swap_are_recovered(assets, tmp_path, reference):
+    expected, _ = reference
+    out = tmp_path / "run"
+    crash_at("checkpoint:swap", 1)  # between the renames: no checkpoint/, the old one aside, a temp beside
+    with pytest.raises(SimulatedCrash):
+        main(args_for(assets, out))
+    set_fault_hook(None)
+    assert not (out / "checkpoint").exists()
+    assert list(out.glob(".checkpoint.old.*")) and list(out.glob(".checkpoint.tmp.*"))
+    assert main(args_for(assets, out) + ["--resume"]) == 0
+    assert snapshot(out) == expected  # also asserts that no temporary is left
+
+
+@pytest.mark.parametrize("damage", ["truncated params", "bad progress", "empty state"])
+def test_damaged_checkpoint_is_one_line(assets, tmp_path, capsys, damage):
+    out = tmp_path / "run"
+    crash_at("checkpoint:files", 2)
+    with pytest.raises(SimulatedCrash):
+        main(args_for(assets, out))
+    set_fault_hook(None)
+    ck = out / "checkpoint"
+    if damage == "truncated params":
+        data = (ck / "state" / "params.safetensors").read_bytes()
+        os.unlink(ck / "state" / "params.safetensors")
+        (ck / "state" / "params.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "bad progress":
+        os.unlink(ck / "progress.json")
+        (ck / "progress.json").write_text("{not json")
+    else:
+        for p in (ck / "state").iterdir():
+            p.unlink()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(args_for(assets, out) + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint" in err[0] and "unreadable" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+# ---------------------------------------------------------------------------- divergence guard
+def test_huge_step_run_ends_diverged_and_keeps_the_last_finite_best(assets, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from llm_experiments.runs import load_run_model
+
+    out = tmp_path / "run"
+    rc = main(args_for(assets, out, fo_optimizer="sgd", lr_adapter="1e6", lr_base="1e4", steps="6"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3 and len(err) == 1 and "diverged at step" in err[0], err
+    results = json.loads((out / "results.json").read_text())
+    run_info = json.loads((out / "run.json").read_text())
+    assert results["status"] == run_info["status"] == "diverged"
+    assert results["steps"] < results["diverged"]["step"]
+    evals = read_jsonl(out / "evals.jsonl")
+    assert all(e["step"] < results["diverged"]["step"] for e in evals)
+    best_step = max(evals, key=lambda e: e["accuracy"])["step"]  # first maximum: ties keep the earlier step
+    assert results["selected_step"] == best_step
+    best = load_file(str(out / "checkpoint" / "best" / "params.safetensors"))
+    assert all(bool(torch.isfinite(t).all()) for t in best.values())
+    model, _, _ = load_run_model(out)
+    saved = {n: p for n, p in model.named_parameters()}
+    assert all(bool(torch.isfinite(p).all()) for p in saved.values())
+    adapter = [p for n, p in saved.items() if "lora_" in n]
+    assert len(adapter) == sum(k.startswith("adapter.") for k in best)
+    assert all(torch.equal(p, best[f"adapter.{i}"]) for i, p in enumerate(adapter))
+
+
+# ---------------------------------------------------------------------------- synthetic runner
+def test_synthetic_runner_marks_diverged_replicates_instead_of_averaging_nan():
+    import numpy as np
+
+    from hybridtheory import bounds
+    from hybridtheory.objectives import make
+    from hybridtheory.runner import RunConfig, finite_mean, run
+
+    problem = make("quadratic")
+    cx, cy = bounds.step_caps(problem.constants(), problem.n)
+    big = [1.0, 1e4, 1.0, 1e4]  # replicates 1 and 3 step far past the caps: the quadratic blows up to NaN
+    traj = run(problem, RunConfig(eta_x=[cx * m for m in big], eta_y=[cy * m for m in big], mu=1e-3, epochs=30,
+                                  replicates=4))
+    assert traj.diverged.tolist() == [False, True, False, True]
+    assert (traj.diverged_at[[1, 3]] > 0).all() and (traj.diverged_at[[0, 2]] == -1).all()
+    last = traj.grad_sq[-1]
+    assert not np.isfinite(last[[1, 3]]).all() and np.isfinite(last[[0, 2]]).all()
+    assert finite_mean(last, traj.diverged) == pytest.approx(last[[0, 2]].mean())
+    assert np.isnan(finite_mean(last[[1, 3]], traj.diverged[[1, 3]]))
