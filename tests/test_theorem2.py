@@ -103,7 +103,12 @@ def test_corollary3_delivers_eps_and_its_het_term(law):
         m = min(1.0, rho)
         W2 = bounds.theorem2_rhs(c, n, d, s.eta_x, s.eta_y, s.mu, s.T, Dl, vxs, vys, qq, law)
         assert W2 / (m * s.eta_x) <= eps**2 * (1 + 1e-9)
-        kappa = bounds.zo_moments(d, 1.0, c.L_x, law)[0]
+        kappa, r_mu, beta = bounds.zo_moments(d, s.mu, c.L_x, law)
+        # each share of the proof is at most eps^2/5: the mu rule (bias + mu-noise at the extra cap) ...
+        assert 25 * beta**2 / (4 * m) + 5 * r_mu / (64 * kappa * m) <= eps**2 / 5 * (1 + 1e-9)
+        # ... the heterogeneity noise share and the start share
+        assert 10 * c.L_hat_x * kappa * vxs * s.eta_x / (m * qq) <= eps**2 / 5 * (1 + 1e-9)
+        assert 5 * Dl / (m * n * s.T * s.eta_x) <= eps**2 / 5 * (1 + 1e-9)
         het = 1250 * Dl * c.L_hat_x * kappa * vxs / (m**2 * n * qq * eps**4)
         assert math.isclose(s.T_terms["T_het"], het, rel_tol=1e-9, abs_tol=0.0 if vxs else 1e-300)
         assert max(s.T_terms.values()) * (1 - 1e-9) <= s.T <= max(s.T_terms.values()) * (1 + 1e-9) + 1
