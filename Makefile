@@ -3,11 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONSTRAINTS ?= constraints.txt
-# torch is installed first; on a machine that already has a CUDA torch (>= 2.13) use `TORCH= CONSTRAINTS=`
+# torch is installed first; on a machine that already has a CUDA torch (>= 2.11) use `TORCH= CONSTRAINTS=`
 TORCH ?= torch==2.13.0
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: setup setup-all figures figures-quick sweep test test-fast proofs bench clean
+.PHONY: setup setup-all figures figures-quick bridge bridge-quick sweep test test-fast proofs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ figures: setup            ## regenerate the default figures into figures/ (about
 
 figures-quick: setup      ## small settings, for CI and smoke tests
 	$(BIN)/python -m hybridtheory.figures --quick --out figures-quick
+
+bridge: setup-all         ## offline bridge benchmark + probe -> figures/bridge (pretrained LM cached in ~/.cache/hybridtheory)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python -m llm_experiments.offline_bench --out figures/bridge
+
+bridge-quick: setup-all   ## the CI-sized bridge benchmark
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TQDM_DISABLE=1 $(BIN)/python -m llm_experiments.offline_bench --quick --out figures-quick/bridge
 
 sweep: setup              ## the long ramp sweep down to eps = 0.05 (about 10 minutes), then redraw
 	$(BIN)/python -m hybridtheory.figures --sweep --only epoch_complexity --out figures

@@ -264,30 +264,47 @@ def probe_constants(points: Sequence[dict], fit: dict):
 
 def theory_settings(points: Sequence[dict], fit: dict, n_components: int, eps: float = 0.1,
                     law: str = "gaussian") -> dict:
-    """Theorem 1's step caps and Corollary 1's schedule from the probe's constants.
+    """Step sizes and ``mu`` from the probe's constants through :mod:`hybridtheory.bounds`.
 
-    ``n_components`` is the number of minibatch steps per epoch (each minibatch loss is one component ``f_i``
-    of the theory's finite sum). Corollary 1 is evaluated twice: with the full base dimension ``d_x`` and with
-    the measured effective rank in its place (the effective-dimension reading of Lemma 2). ``delta`` is the
-    step-0 probe loss (F_lower = 0).
+    * Theorem 1's caps (``eta_x_cap``, ``eta_y_cap``) and Corollary 1's schedule (bounded gradients; sphere or
+      Gaussian law; a Rademacher run is read with the Gaussian expressions);
+    * Theorem 2's caps and Corollary 3's schedule (heterogeneity instead of bounded gradients, with the
+      measured ``varsigma^2`` per block, max over checkpoints), under the run's own law.
+
+    Each schedule is evaluated twice: with the full base dimension ``d_x`` and with the measured effective
+    rank in its place (the effective-dimension reading of Lemma 2). ``n_components`` is the number of minibatch
+    steps per epoch (each minibatch loss is one component of the theory's finite sum). ``delta`` is the step-0
+    probe loss (F_lower = 0).
     """
     from hybridtheory import bounds
 
     c = probe_constants(points, fit)
     eta_x, eta_y = bounds.step_caps(c, n_components)
     out = {"constants": c.to_dict(), "n_components": n_components, "eps": eps, "law": law,
-           "eta_x_cap": eta_x, "eta_y_cap": eta_y, "corollary1": {}}
+           "eta_x_cap": eta_x, "eta_y_cap": eta_y, "corollary1": {}, "theorem2": {}}
     delta = max(points[0]["loss"], 1e-12)
-    dims = {"d_x": points[0]["dims"]["base"],
-            "effective_rank": max(1, round(max(p["effective_rank"]["base"] for p in points
-                                               if math.isfinite(p["effective_rank"]["base"]))))}
+    ranks = [p["effective_rank"]["base"] for p in points if math.isfinite(p["effective_rank"]["base"])]
+    dims = {"d_x": points[0]["dims"]["base"], "effective_rank": max(1, round(max(ranks))) if ranks else 1}
+    law1 = "sphere" if law == "sphere" else "gaussian"
+    vx = max(p["heterogeneity"]["base"] for p in points)
+    vy = max(p["heterogeneity"]["adapter"] for p in points)
     for key, dx in dims.items():
         try:
-            s = bounds.corollary1_schedule(c, n_components, int(dx), eps=eps, delta=delta, law=law)
-            out["corollary1"][key] = {"dx": int(dx), "mu": s.mu, "eta_x": s.eta_x, "eta_y": s.eta_y, "T": s.T,
-                                      "binding": s.binding}
+            s = bounds.corollary1_schedule(c, n_components, int(dx), eps=eps, delta=delta, law=law1)
+            out["corollary1"][key] = {"dx": int(dx), "law": law1, "mu": s.mu, "eta_x": s.eta_x, "eta_y": s.eta_y,
+                                      "T": s.T, "binding": s.binding}
         except bounds.BoundError as exc:
             out["corollary1"][key] = {"dx": int(dx), "error": str(exc)}
+        if hasattr(bounds, "corollary3_schedule"):
+            try:
+                cx, cy = bounds.theorem2_caps(c, n_components, int(dx), law=law)
+                s2 = bounds.corollary3_schedule(c, n_components, int(dx), eps=eps, delta=delta, varsigma_x_sq=vx,
+                                                varsigma_y_sq=vy, law=law)
+                out["theorem2"][key] = {"dx": int(dx), "law": law, "eta_x_cap": cx, "eta_y_cap": cy, "mu": s2.mu,
+                                        "eta_x": s2.eta_x, "eta_y": s2.eta_y, "T": s2.T, "binding": s2.binding,
+                                        "varsigma_x_sq": vx, "varsigma_y_sq": vy}
+            except bounds.BoundError as exc:
+                out["theorem2"][key] = {"dx": int(dx), "error": str(exc)}
     return out
 
 
@@ -371,19 +388,13 @@ def run_probe(cfg, checkpoints: Sequence[int], settings: ProbeSettings, out_dir:
     fit = fit_l0_l1([p["grad_norm"]["adapter"] for p in points], [p["local"]["L_y"] for p in points])
     n_components = max(1, math.ceil(len(encoded) / cfg.batch_size))
     result = {"config": cfg.to_dict(), "settings": asdict(settings), "checkpoints": points, "train_loss": losses,
-              "l0_l1_fit": fit, "theory": theory_settings(points, fit, n_components, eps=eps, law=_law(cfg.zo_law)),
+              "l0_l1_fit": fit, "theory": theory_settings(points, fit, n_components, eps=eps, law=cfg.zo_law),
               "environment": environment(device)}
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "probe.json", result, sort_keys=True, default=float)
     if figures:
         plot_probe(result, out_dir)
     return result
-
-
-def _law(zo_law: str) -> str:
-    # bounds knows sphere and gaussian; Rademacher directions have the sphere law's second moment scale d
-    # only up to constants, so the Gaussian expressions are used for both non-sphere laws
-    return "sphere" if zo_law == "sphere" else "gaussian"
 
 
 # ---------------------------------------------------------------------- figures

@@ -51,7 +51,7 @@ def _block_loss(model):
 
 def test_probe_returns_the_known_constants_of_a_quadratic():
     model = QuadraticModel()
-    settings = ProbeSettings(power_iters=200, hutchinson=400, local_points=2, local_power_steps=60, local_radius=0.5)
+    settings = ProbeSettings(power_iters=200, hutchinson=200, local_points=2, local_power_steps=40, local_radius=0.5)
     out = probe_point(_block_loss(model), settings)
     A, B, C = model.A, model.B, model.C
     x, y = model.x.detach(), model.y.detach()
@@ -87,7 +87,7 @@ def test_probe_returns_the_known_constants_of_a_quadratic():
 def test_l0_l1_fit_of_a_quadratic_is_flat_and_of_a_line_is_the_line():
     model = QuadraticModel()
     bl = _block_loss(model)
-    settings = ProbeSettings(power_iters=5, hutchinson=2, local_points=1, local_power_steps=60, local_radius=0.1)
+    settings = ProbeSettings(power_iters=2, hutchinson=2, local_points=1, local_power_steps=40, local_radius=0.1)
     g, L = [], []
     for shift in (0.0, 1.0, 3.0):
         p = probe_point(bl, settings, ys=[model.y.detach() + shift])
