@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONSTRAINTS ?= constraints.txt
-# torch is installed first; on a machine that already has a CUDA torch (>= 2.13) use `TORCH= CONSTRAINTS=`
+# torch is installed first; on a machine that already has a CUDA torch (>= 2.11) use `TORCH= CONSTRAINTS=`
 TORCH ?= torch==2.13.0
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 

@@ -1,6 +1,6 @@
 r"""Hybrid generalized smoothness (HGS): the constants a problem certifies, and where.
 
-Definition (THEORY.md B.2, first-order form, per component). ``f`` is in
+Definition (proofs/01-hgs.md §1.1, first-order form, per component). ``f`` is in
 HGS(L_x, L_c, L0, L1) if for all z = (x, y), z' = (x', y') with ``L1 ||y'-y|| <= 1``:
 
 .. math::
@@ -40,7 +40,7 @@ class HGSConstants:
         F_lower: a certified lower bound on F* (used for Delta = F(z0) - F_lower).
         region: where the constants hold (``"global"`` or a description of a region).
         form: ``"hessian"`` or ``"first_order"`` (see module docstring).
-        source: where the constants come from (THEORY.md section, proof file).
+        source: where the constants come from (a proofs/ file or the module's derivation).
         varsigma_x_sq, varsigma_y_sq: bounds on the gradient heterogeneity per block,
             ``(1/n) sum_i ||grad_b f_i(z) - grad_b F(z)||^2 <= varsigma_b^2`` for all z (Theorem 2,
             ``proofs/07-theorem2.md``); ``None``: not certified.

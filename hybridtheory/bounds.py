@@ -1,4 +1,4 @@
-r"""Theorem 1 and Corollaries 1-2 as code (THEORY.md B.4; proved in ``proofs/``).
+r"""Theorem 1 and Corollaries 1-2 as code (proved in ``proofs/03-theorem1.md`` and ``proofs/04-corollaries.md``).
 
 Every function takes the certified constants ``c`` (:class:`~hybridtheory.assumptions.HGSConstants`),
 the number of components ``n``, the ZO dimension ``dx`` and the direction law, and returns plain
@@ -82,6 +82,10 @@ def beta_mu(c: HGSConstants, dx: int, mu: float, law: str = "sphere") -> float:
 
 def step_caps(c: HGSConstants, n: int) -> tuple[float, float]:
     """Theorem 1's caps (eta_x_max, eta_y_max) = (1/(8 n Lhat_x), 1/(4 n Lhat_y)); inf if the constant is 0."""
+    if not isinstance(c, HGSConstants):
+        raise BoundError(f"constants must be an HGSConstants, got {type(c).__name__}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise BoundError(f"n must be an integer >= 1, got {n!r}")
     cx = math.inf if c.L_hat_x == 0 else 1 / (8 * n * c.L_hat_x)
     cy = math.inf if c.L_hat_y == 0 else 1 / (4 * n * c.L_hat_y)
     return cx, cy

@@ -8,8 +8,10 @@ Subcommands:
   ``epoch_complexity.png`` with it.
 * ``schedule FAMILY --eps EPS [--rho R] [--law sphere|gaussian] [--param k=v ...] [--import MODULE]``: print Corollary 1's
   schedule (mu, eta_x, eta_y, T and its five terms) for a family's certified constants.
-* ``check [--report] [--import MODULE]``: the registered families, and with ``--report`` the
-  soundness/tightness table of their certified constants (``hgs_check``).
+* ``check [--pairs N] [--hess-points N] [--list] [--import MODULE]``: the registered families and the
+  soundness/tightness table of their certified constants (``hgs_check``); ``--list`` only lists the families.
+
+Bad input prints one ``error: ...`` line on stderr and exits with status 2.
 """
 from __future__ import annotations
 
@@ -17,13 +19,15 @@ import argparse
 import json
 import sys
 
+from .errors import OneLineParser, UsageError, one_line_errors, positive_float
+
 
 def _parse_params(items: list[str]) -> dict:
     out = {}
     for item in items:
-        if "=" not in item:
-            raise SystemExit(f"error: --param expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise UsageError(f"--param expects key=value (e.g. n=4), got {item!r}")
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:
@@ -31,6 +35,28 @@ def _parse_params(items: list[str]) -> dict:
     return out
 
 
+def build_parser() -> OneLineParser:
+    from .algorithm import LAWS
+    from .objectives import BUILTIN
+
+    ap = OneLineParser(prog="hybridtheory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", metavar="{figures,sweep,schedule,check}", parser_class=OneLineParser)
+    for name, what in (("figures", "regenerate the default figures"), ("sweep", "the long ramp sweep"),
+                       ("check", "soundness/tightness table of the certified constants")):
+        sub.add_parser(name, help=f"{what} (see `hybridtheory {name} --help`)", add_help=False)
+    sp = sub.add_parser("schedule", help="Corollary 1's schedule for a family")
+    sp.add_argument("family", help=f"problem family: one of {', '.join(BUILTIN)}, or one registered by --import")
+    sp.add_argument("--eps", type=positive_float, required=True, help="target gradient norm eps > 0")
+    sp.add_argument("--rho", type=positive_float, default=1.0, help="eta_y / eta_x > 0 (default 1)")
+    sp.add_argument("--law", choices=[law for law in LAWS if law != "rademacher"], default="sphere",
+                    help="direction law (default sphere)")
+    sp.add_argument("--param", nargs="*", default=[], help="family parameters as key=value (e.g. n=4 dx=6)")
+    sp.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
+                    help="import MODULE first (it registers its families); repeatable")
+    return ap
+
+
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "figures":
@@ -42,31 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "check":
         from .hgs_check import main as check_main
         return check_main(argv[1:])
-    ap = argparse.ArgumentParser(prog="hybridtheory", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("figures", "sweep", "check"):
-        sub.add_parser(name, help=f"see `hybridtheory {name} --help`")
-    sp = sub.add_parser("schedule", help="Corollary 1's schedule for a family")
-    sp.add_argument("family")
-    sp.add_argument("--eps", type=float, required=True)
-    sp.add_argument("--rho", type=float, default=1.0, help="eta_y / eta_x (default 1)")
-    sp.add_argument("--law", choices=["sphere", "gaussian"], default="sphere")
-    sp.add_argument("--param", nargs="*", default=[], help="family parameters as key=value")
-    sp.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
-                    help="import MODULE first (it registers its families); repeatable")
+    ap = build_parser()
     args = ap.parse_args(argv)
+    if args.cmd is None:
+        raise UsageError("no command given; choose one of figures, sweep, schedule, check (see hybridtheory --help)")
 
     from . import bounds
     from .objectives import import_family_modules, make
-    try:
-        import_family_modules(args.modules)
-        problem = make(args.family, **_parse_params(args.param))
-        c = problem.constants()
-        sched = bounds.corollary1_schedule(c, problem.n, problem.dx, args.eps, problem.initial_gap(), args.rho, args.law)
-    except (ValueError, TypeError) as e:  # BoundError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    import_family_modules(args.modules)
+    problem = make(args.family, **_parse_params(args.param))
+    c = problem.constants()
+    sched = bounds.corollary1_schedule(c, problem.n, problem.dx, args.eps, problem.initial_gap(), args.rho, args.law)
     print(json.dumps({"problem": problem.describe(), "delta": problem.initial_gap(), **sched.to_dict()}, indent=1))
     return 0
 

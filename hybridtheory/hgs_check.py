@@ -1,4 +1,4 @@
-r"""Numerical checks of hybrid generalized smoothness (THEORY.md B.2, B.4) and local-constant estimates.
+r"""Numerical checks of hybrid generalized smoothness (proofs/01-hgs.md, proofs/03-theorem1.md) and local-constant estimates.
 
 Two tools:
 
@@ -41,9 +41,7 @@ constant per family) and tightness (ratio at the documented maximisers) for ever
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -51,6 +49,7 @@ import torch
 
 from .assumptions import HGSConstants
 from .objectives.base import DTYPE, FiniteSumProblem
+from .errors import OneLineParser, one_line_errors, positive_int
 
 # -- 1. certificate checks -------------------------------------------------------------------------
 
@@ -571,27 +570,24 @@ def report(n_pairs: int = 4000, n_hess: int = 40, seed: int = 0) -> list[dict]:
     return rows
 
 
+@one_line_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hybridtheory.hgs_check",
-                                 description="Soundness/tightness report of the certified HGS constants.")
-    ap.add_argument("--report", action="store_true", help="print the soundness and tightness table")
-    ap.add_argument("--pairs", type=int, default=4000, help="random pairs per instance")
-    ap.add_argument("--hess-points", type=int, default=40, help="autograd Hessian points per instance")
+    ap = OneLineParser(prog="hybridtheory check",
+                       description="The registered problem families and the soundness/tightness table of their "
+                                   "certified HGS constants (the default).")
+    ap.add_argument("--report", action="store_true", help="print the table (the default; kept for old scripts)")
+    ap.add_argument("--list", action="store_true", help="only list the registered families")
+    ap.add_argument("--pairs", type=positive_int, default=4000, help="random pairs per instance (>= 1)")
+    ap.add_argument("--hess-points", type=positive_int, default=40, help="autograd Hessian points per instance (>= 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
                     help="import MODULE first (a module that calls hybridtheory.objectives.register); repeatable")
     args = ap.parse_args(argv)
     from .objectives import families, import_family_modules
-    try:
-        import_family_modules(args.modules)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not args.report:
-        ap.print_help()
-        print("\nregistered families: " + ", ".join(families()))
-        return 0
+    import_family_modules(args.modules)
     print("registered families: " + ", ".join(families()))
+    if args.list:
+        return 0
     rows = report(n_pairs=args.pairs, n_hess=args.hess_points, seed=args.seed)
     print(f"{'family':45s} {'kind':10s} {'what':28s} {'max ratio':>14s}")
     for r in rows:

@@ -33,7 +33,26 @@ SHAPES = {
                      num_attention_heads=12, max_position_embeddings=2048),
     "opt-1.3b": dict(vocab_size=50272, hidden_size=2048, word_embed_proj_dim=2048, ffn_dim=8192, num_hidden_layers=24,
                      num_attention_heads=32, max_position_embeddings=2048),
+    # LLaMA-7B (public config sizes); built with LlamaConfig, initialised on the bench device
+    "llama-7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                     num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=2048),
 }
+LLAMA_SHAPES = {"llama-7b"}
+
+
+def build_model(shape: str, dtype, device):
+    """A randomly initialised model of ``shape`` (no download), on ``device``, in ``dtype``. On CUDA the
+    init runs on the device (a 7B CPU init would take minutes)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+
+    if shape in LLAMA_SHAPES:
+        config, cls = LlamaConfig(**SHAPES[shape], attention_dropout=0.0), LlamaForCausalLM
+    else:
+        config = OPTConfig(**SHAPES[shape], dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+        cls = OPTForCausalLM
+    with torch.device(device):
+        return cls(config).to(dtype)
 
 # name -> TrainConfig overrides. LoRA r=8 on q,v (peft's OPT default) for every PEFT case; the FO adapter
 # optimizer is AdamW in both fo-peft and hybrid so the comparison isolates what ZO on the base adds.
@@ -48,7 +67,34 @@ CASES = {
     # 16-bit dtypes only (for fp32 it equals hybrid-forward): no fp32 master, bounded drift instead
     "hybrid-forward-nomaster": dict(method="hybrid", peft="lora", fo_optimizer="adamw", zo_difference="forward",
                                     base_master="none"),
+    # the reference ZO loop as MeZO's trainer writes it (timed here, not the core): see mezo_step
+    "mezo-loop": dict(method="zo-full", zo_difference="central", base_master="none"),
 }
+
+
+def mezo_step(model, params, batch, seed: int, mu: float, lr: float) -> float:
+    """One MeZO-style step, written as MeZO's trainer does it: a seeded generator and ``normal_`` per
+    parameter, regenerated four times (+mu, -2mu, +mu, update), model weights perturbed in place."""
+    import torch
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(model(**batch[0], use_cache=False).loss)
+
+    def walk(scale: float) -> None:
+        gen = torch.Generator(device=params[0].device).manual_seed(seed)
+        for p in params:
+            z = torch.empty_like(p).normal_(generator=gen)
+            p.data.add_(z, alpha=scale)
+
+    walk(mu)
+    f_plus = loss()
+    walk(-2 * mu)
+    f_minus = loss()
+    walk(mu)
+    grad = (f_plus - f_minus) / (2 * mu)
+    walk(-lr * grad)
+    return f_plus
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +124,6 @@ def run_case(name: str, shape: str, batch_size: int, seq_len: int, dtype: str, s
              device_name: str) -> dict:
     """Time one case in this process; returns its measurements."""
     import torch
-    from transformers import OPTConfig, OPTForCausalLM
 
     from .config import TrainConfig
     from .models import attach_peft, split_parameters, torch_dtype
@@ -86,11 +131,14 @@ def run_case(name: str, shape: str, batch_size: int, seq_len: int, dtype: str, s
     from .trainer import Trainer
 
     device = resolve_device(device_name)
+    if device.type == "cpu":
+        from hybridtheory.algorithm import counter
+        counter.compiled_draws(True)  # fused Gaussian chunks on CPU (compiled once, during the warm-up steps)
     overrides = CASES[name]
     cfg = TrainConfig(model="bench", dtype=dtype, batch_size=batch_size, steps=steps + warmup, lr_base=1e-7,
                       lr_adapter=1e-4, mu=1e-3, track_displacement=False, progress=False, **overrides).validate()
-    config = OPTConfig(**SHAPES[shape], dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
-    model = OPTForCausalLM(config).to(torch_dtype(dtype))  # random init: weights do not matter for time/memory
+    # random init: weights do not matter for time/memory
+    model = build_model(shape, torch_dtype(dtype), device if device.type == "cuda" else torch.device("cpu"))
     if cfg.uses_peft:
         model = attach_peft(model, cfg.peft, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
     model.to(device).eval()
@@ -110,6 +158,15 @@ def run_case(name: str, shape: str, batch_size: int, seq_len: int, dtype: str, s
     for i in range(warmup + steps):
         if device.type == "cuda" and i == warmup:
             torch.cuda.reset_peak_memory_stats()
+        if name == "mezo-loop":
+            start = time.perf_counter()
+            f = mezo_step(model, trainer.groups[0].params, batch, seed=i, mu=cfg.mu, lr=cfg.lr_base)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            rows.append({"step_s": time.perf_counter() - start, "phase_s": {}, "forwards": 2, "backwards": 0,
+                         "loss": f, "peak_mem_mb": {"step": torch.cuda.max_memory_allocated() / 2**20}
+                         if device.type == "cuda" else {}})
+            continue
         rows.append(trainer.step(batch))
     timed = rows[warmup:]
     out = {
@@ -131,8 +188,9 @@ def run_case(name: str, shape: str, batch_size: int, seq_len: int, dtype: str, s
 
 
 def measure_restore_drift(shape: str, dtypes=("float32", "bfloat16", "float16"), mu: float = 1e-3) -> dict:
-    """Drift of the model's base weights after one +mu u, -2 mu u, +mu u cycle (the core's perturb/restore),
-    per dtype, with the base perturbed in place (master none) and through the trainer's fp32 master (auto).
+    """Drift of the model's base weights after one perturb/restore cycle, per dtype: in place (master none:
+    +mu u, -2 mu u, +mu u) and through the trainer's fp32 master (auto: the model written as cast(master +- mu u),
+    then cast(master)).
 
     Returns, per dtype and master mode: the fraction of weights that changed and the max absolute change.
     """
@@ -160,9 +218,15 @@ def measure_restore_drift(shape: str, dtypes=("float32", "bfloat16", "float16"),
             weights = split_parameters(model).tensors("base")
             before = [w.detach().clone() for w in weights]
             direction = zo.direction(step_seed=1, query=0)
-            for alpha in (mu, -2 * mu, mu):
-                direction.add_to(trainer.groups[0].params, alpha)
-                trainer.sync_master()
+            group = trainer.groups[0]
+            if group.mirrors is not None:  # the trainer's path: model = cast(master + s mu u), master untouched
+                for offset in (mu, -mu):
+                    direction.write_shifted(group.params, group.mirrors, offset)
+                for weight, master in zip(group.mirrors, group.params):
+                    weight.copy_(master)
+            else:
+                for alpha in (mu, -2 * mu, mu):
+                    direction.add_to(group.params, alpha)
             changed = sum(int((w != b).sum()) for w, b in zip(weights, before))
             total = sum(w.numel() for w in weights)
             out[f"{dtype}/master={trainer.master_dtype}"] = {
@@ -238,12 +302,15 @@ def run_bench_command(ns) -> int:
                                                             get("fo-peft", "step_s_median")),
         "hybrid_forward_mem_over_fo_full_adamw": _ratio(get("hybrid-forward", mem_key), get("fo-full-adamw", mem_key)),
         "zo_full_mem_over_fo_full_adamw": _ratio(get("zo-full", mem_key), get("fo-full-adamw", mem_key)),
+        "zo_full_time_over_mezo_loop": _ratio(get("zo-full", "step_s_median"), get("mezo-loop", "step_s_median")),
+        "zo_full_mem_over_mezo_loop": _ratio(get("zo-full", mem_key), get("mezo-loop", mem_key)),
     }
-    drift = measure_restore_drift(ns.shape) if ns.drift else None
+    drift = measure_restore_drift(ns.shape) if ns.drift and ns.shape not in LLAMA_SHAPES else None
     report = {
         "restore_drift_after_perturb_restore": drift,
         "device": device_name(device), "device_type": device.type, "environment": environment(device),
-        "shape": ns.shape, "architecture": {"class": "OPTForCausalLM", **SHAPES[ns.shape]}, "init": "random (no download)",
+        "shape": ns.shape, "architecture": {"class": "LlamaForCausalLM" if ns.shape in LLAMA_SHAPES
+                                                             else "OPTForCausalLM", **SHAPES[ns.shape]}, "init": "random (no download)",
         "batch_size": ns.batch_size, "seq_len": ns.seq_len, "dtype": ns.dtype, "steps": ns.steps, "warmup": ns.warmup,
         "threads": ns.threads or torch.get_num_threads(), "memory_metric": mem_key,
         "memory_note": ("torch.cuda.max_memory_allocated, whole step, max over the timed steps" if device.type == "cuda" else
@@ -253,6 +320,14 @@ def run_bench_command(ns) -> int:
                     else ratios["hybrid_forward_mem_over_fo_peft"] <= 1.1,
                     "hybrid_forward_time_le_1.5x_fo_peft": None if ratios["hybrid_forward_time_over_fo_peft"] is None
                     else ratios["hybrid_forward_time_over_fo_peft"] <= 1.5,
+                    # issue 9: hybrid-forward <= 1.6x fo-peft (GPU and CPU); zo-full <= 0.7x the MeZO-style loop
+                    # on GPU, faster than it on CPU
+                    "hybrid_forward_time_le_1.6x_fo_peft": None if ratios["hybrid_forward_time_over_fo_peft"] is None
+                    else ratios["hybrid_forward_time_over_fo_peft"] <= 1.6,
+                    "zo_full_time_le_0.7x_mezo_loop": None if ratios["zo_full_time_over_mezo_loop"] is None
+                    else ratios["zo_full_time_over_mezo_loop"] <= 0.7,
+                    "zo_full_faster_than_mezo_loop": None if ratios["zo_full_time_over_mezo_loop"] is None
+                    else ratios["zo_full_time_over_mezo_loop"] < 1.0,
                     "note": "targets are stated for GPU at the OPT-1.3B shape" if device.type != "cuda" or
                     ns.shape != "opt-1.3b" else "GPU, OPT-1.3B shape"},
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from hybridtheory.errors import output_folder
+
 from .errors import RankFailure, UserError
 
 
@@ -30,6 +32,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _quiet_hf() -> None:
     import os
+    import warnings
+    # a library's own deprecation notice (peft asks transformers about gradient checkpointing) is not for users
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         import transformers
@@ -66,12 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="table + plots from run folders")
     report.add_argument("runs", nargs="+", help="run folders or folders containing them")
-    report.add_argument("--out", default=None, help="output folder (default: the first argument)")
+    report.add_argument("--out", default=None, type=output_folder, help="output folder (default: the first argument)")
     report.add_argument("--no-plots", action="store_true", help="tables only")
 
     demo = sub.add_parser("demo-assets", help="write a tiny random OPT + tokenizer and generated task data (offline)")
-    demo.add_argument("folder", help="output folder (model/ and one data folder per task)")
-    demo.add_argument("--arch", default="opt", help="opt, llama or gpt2")
+    demo.add_argument("folder", type=output_folder, help="output folder (model/ and one data folder per task)")
+    demo.add_argument("--arch", default="opt", choices=("opt", "llama", "gpt2"), help="tiny architecture (default opt)")
 
     probe = sub.add_parser("probe", help="the theory's constants of a model's loss at checkpoints of a run")
     probe.add_argument("--config", default=None, help="JSON or YAML file with TrainConfig fields")
@@ -197,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         ns = parser.parse_args(argv)
         if ns.command is None:
-            parser.print_help()
-            return 2
+            raise UserError("no command given; choose one of train, validate, report, demo-assets, bench, probe "
+                            "(see llm-hybrid --help)")
         _quiet_hf()
         if ns.command == "train":
             return _cmd_train(ns)
@@ -218,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     except RankFailure as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a folder that cannot be written, a disk that is full: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

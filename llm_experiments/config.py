@@ -31,6 +31,7 @@ SELECTIONS = ("best_dev", "last")
 SAVE_MODES = ("separate", "merged", "none")
 DEVICES = ("auto", "cpu", "cuda")
 OBJECTIVE_CHOICES = ("auto", "classification", "lm")
+LR_SCHEDULES = ("constant", "linear")
 WINOGRANDE_CHOICES = ("zo-bench", "partial")
 
 
@@ -58,10 +59,13 @@ class TrainConfig:
                                  "none: the whole model on --device", ("none", "auto"), trajectory=False)
     gradient_checkpointing: bool = _f(False, "recompute each block's activations in the FO backward (less memory, "
                                              "one more forward of the FO pass)", trajectory=False)
+    fsdp: bool = _f(False, "shard the base weights over the ranks with FSDP2 (fully_shard): each rank perturbs and "
+                           "updates its shard only; the adapter stays whole (hybrid, zo-full, fo-peft, zo-peft)",
+                    trajectory=False)
     dist_timeout_s: float = _f(600.0, "distributed runs (torchrun / accelerate launch): seconds a collective may wait "
                                       "for the other ranks before the run stops with one line", trajectory=False)
     # task and data
-    task: str = _f("sst2", "task name (see llm_experiments.tasks.TASKS)", kind=str)
+    task: str = _f("sst2", "task name: sst2, wsc or winogrande (llm_experiments.tasks.TASKS)", kind=str)
     data: str | None = _f(None, "local data: a folder or file (JSONL/CSV/parquet) with the task's fields; "
                                 "default: the task's HF dataset id (needs network or a cache)", kind=str)
     n_train: int = _f(1000, "training examples sampled (MeZO protocol)")
@@ -87,6 +91,13 @@ class TrainConfig:
     lr_adapter: float = _f(1e-3, "step size of the PEFT module (FO for hybrid/fo-peft, ZO for zo-peft)")
     fo_optimizer: str = _f("sgd", "FO update: sgd (the theory's) or an inner torch.optim adam / adamw", FO_OPTIMIZERS)
     weight_decay: float = _f(0.0, "weight decay of the inner adam/adamw")
+    zo_weight_decay: float = _f(0.0, "MeZO's ZO weight decay: theta <- theta - lr (c u + wd theta) on ZO blocks, "
+                                     "biases and normalisation weights excluded")
+    lr_schedule: str = _f("constant", "step-size schedule of every block: constant, or linear (warm-up then linear "
+                                      "decay to 0, as HF's get_linear_schedule_with_warmup)", LR_SCHEDULES)
+    warmup_steps: int = _f(0, "linear warm-up steps of lr_schedule=linear")
+    max_grad_norm: float = _f(0.0, "clip the FO gradient (all FO tensors together) to this L2 norm; 0: no clipping "
+                                   "(MeZO's FO baselines: 1.0)")
     mu: float = _f(1e-3, "ZO smoothing radius (perturbation size)")
     zo_law: str = _f("gaussian", "ZO direction law (gaussian as MeZO, or sphere)", ZO_LAWS)
     zo_difference: str = _f("central", "central (2 extra forwards) or forward (1, reuses the FO loss)", ZO_DIFFERENCES)
@@ -107,6 +118,8 @@ class TrainConfig:
     log_every: int = _f(1, "write a metrics.jsonl line every this many steps", trajectory=False)
     track_displacement: bool = _f(True, "log ||block - block_start|| at evaluations (keeps a CPU copy of the start)",
                                   trajectory=False)
+    phase_detail: bool = _f(False, "per-phase times and peak memory on CUDA (synchronises the GPU at every phase; "
+                                   "CPU always has them)", trajectory=False)
     # outputs
     output_dir: str = _f("runs/run", "run folder", kind=str, trajectory=False)
     save_model: str = _f("separate", "separate (base + adapter folders), merged (LoRA/IA3 merged into base) or none",
@@ -122,7 +135,7 @@ class TrainConfig:
                 raise UserError(f"unknown {f.name} {getattr(self, f.name)!r}; choose one of: {', '.join(choices)}")
         if not self.model:
             raise UserError("no model given: pass --model with a Hugging Face id or a local folder")
-        for name in ("lr_base", "lr_adapter", "weight_decay"):
+        for name in ("lr_base", "lr_adapter", "weight_decay", "zo_weight_decay", "max_grad_norm"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise UserError(f"invalid {name} {value!r}: must be a finite number >= 0")
@@ -135,9 +148,11 @@ class TrainConfig:
                      "log_every", "lora_r", "num_virtual_tokens"):
             if getattr(self, name) < 1:
                 raise UserError(f"invalid {name} {getattr(self, name)!r}: must be >= 1")
-        for name in ("n_dev", "n_eval", "eval_every", "seed", "data_seed"):
+        for name in ("n_dev", "n_eval", "eval_every", "seed", "data_seed", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"invalid {name} {getattr(self, name)!r}: must be >= 0")
+        if self.max_length < 2:
+            raise UserError(f"invalid max_length {self.max_length!r}: must be >= 2 (a context token and an answer token)")
         if self.micro_batches > self.batch_size:
             raise UserError(f"micro_batches ({self.micro_batches}) cannot exceed batch_size ({self.batch_size})")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -145,6 +160,11 @@ class TrainConfig:
         if self.zo_difference == "forward" and self.fo_dropout and self.method == "hybrid":
             raise UserError("zo_difference=forward reuses the FO pass's loss as f(x); that needs a deterministic FO "
                             "pass: drop --fo-dropout or use --zo-difference central")
+        if self.fsdp and self.method == "fo-full":
+            raise UserError("--fsdp shards a ZO-trained or frozen base; fo-full trains the base by backprop: run it "
+                            "data parallel (without --fsdp)")
+        if self.fsdp and self.device_map != "none":
+            raise UserError("--fsdp and --device-map auto both place the base weights: use one")
         if self.device_map != "none" and self.device == "cpu":
             raise UserError("device_map=auto places layers on GPUs; with --device cpu leave --device-map none")
         if self.save_model == "merged" and self.uses_peft and self.peft in ("prefix", "prompt"):
@@ -325,6 +345,16 @@ class GridConfig:
 
     def expand(self) -> list[TrainConfig]:
         """Every cell as a validated TrainConfig with its own output_dir."""
+        shapes = {"base": (dict, "a mapping of field: value"), "models": (list, "a list of model ids or mappings"),
+                  "tasks": (list, "a list of task names"), "task_overrides": (dict, "a mapping task: {field: value}"),
+                  "methods": (dict, "a mapping label: {field: value}"), "seeds": (list, "a list of integers, e.g. [0, 1, 2]")}
+        for key, (kind, form) in shapes.items():
+            if not isinstance(getattr(self, key), kind):
+                raise UserError(f"grid key {key} must be {form}, got {getattr(self, key)!r}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds):
+            raise UserError(f"grid key seeds must be a list of integers >= 0, got {self.seeds!r}")
+        if not all(isinstance(v, dict) or v is None for v in self.methods.values()):
+            raise UserError("grid key methods must map each label to a mapping of field: value (or nothing)")
         if not (self.models and self.tasks and self.methods and self.seeds):
             raise UserError("grid needs non-empty models, tasks, methods and seeds")
         runs = []

@@ -5,7 +5,7 @@ development examples, disjoint, with a generator seeded by ``seed``; from the ev
 evaluation examples with a generator seeded by ``eval_seed`` (so every training seed and every method of a
 grid is scored on the same evaluation examples). Model selection uses dev only, never eval.
 
-Small pools (WSC has 554 training examples; MeZO's DEV=500 left it 54 to train on, LLM-NOTES §4): when
+Small pools (WSC has 554 training examples; MeZO's DEV=500 left it 54 to train on; see DATA.md): when
 ``n_train + n_dev`` exceeds the pool, dev shrinks to at most a fifth of the pool, ``min(n_dev, N // 5)``, and
 train takes what is left up to ``n_train``. The same one-fifth rule carves an eval set off a single local file
 that has no separate eval file (eval is carved first, then train/dev come from the rest).
@@ -129,7 +129,10 @@ def read_rows(paths: Sequence[str | os.PathLike]) -> list[dict]:
         reader = _READERS.get(path.suffix.lower())
         if reader is None:
             raise UserError(f"{path}: unsupported data file type; use one of {', '.join(LOCAL_EXTENSIONS)}")
-        rows.extend(reader(path))
+        try:
+            rows.extend(reader(path))
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
     return rows
 
 

@@ -5,7 +5,7 @@ Score of candidate ``k`` of an example (``Candidates`` from :meth:`TaskSpec.rend
 .. math::  s_k = \frac{1}{|c_k|} \sum_{t \in c_k} \log p_\theta(x_t \mid x_{<t}),
 
 the **mean** per-token log-probability of the continuation tokens ``c_k`` given everything before them
-(MeZO / ZO-Bench convention, LLM-NOTES §2.1-2.2; ``reduction="sum"`` gives the total instead). The prediction
+(MeZO / ZO-Bench convention, see DATA.md; ``reduction="sum"`` gives the total instead). The prediction
 is ``argmax_k s_k`` (first index on ties). For ``label_words`` tasks the contexts are equal and the
 continuations are the verbalizer words; for WinoGrande's ``partial`` scoring the continuations are the shared
 text after the blank and the contexts differ, so mean and sum rank the options the same whenever the suffix

@@ -1,13 +1,13 @@
 """Load a causal LM and its tokenizer, attach a peft module, and split base from adapter parameters.
 
 * ``dtype`` is always passed to ``from_pretrained`` (transformers 5 defaults to ``dtype="auto"``, which
-  would load fp16 checkpoints as fp16; STYLE.md 2.2) and checked after loading.
+  would load fp16 checkpoints as fp16) and checked after loading.
 * ``trust_remote_code`` is off unless asked for.
 * A local folder is loaded with ``local_files_only=True``; a Hub id that cannot be reached gives one line
   saying how to use a local copy instead.
 * The base/adapter split is *structural* (what peft marks as adapter: ``BaseTunerLayer.adapter_layer_names``,
   the prompt encoder of prompt-learning configs, ``ModulesToSaveWrapper.modules_to_save``), never by name
-  strings, and tied weights (OPT's ``lm_head`` = ``embed_tokens``) appear once (STYLE.md 2.3).
+  strings, and tied weights (OPT's ``lm_head`` = ``embed_tokens``) appear once.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def load_model_and_tokenizer(name: str, dtype: str, trust_remote_code: bool = Fa
         raise UserError(f"device_map={device_map} offloads part of {name!r} to disk, but the ZO step needs every weight "
                         "in memory: free GPU or CPU memory, use a smaller model or a 16-bit --dtype")
     want = torch_dtype(dtype)
-    if next(model.parameters()).dtype != want:  # cheap insurance against dtype being ignored (STYLE.md 2.2)
+    if next(model.parameters()).dtype != want:  # cheap insurance against dtype being ignored
         model = model.to(want)
     if want == torch.float64:  # transformers' causal-LM loss casts logits to float32: keep float64 checks exact
         model.loss_function = causal_lm_loss_wide
@@ -248,6 +248,22 @@ def _adapter_parameter_ids(model) -> set[int]:
     config = model.peft_config[model.active_adapter]
     if config.is_prompt_learning:
         ids.update(id(p) for p in model.prompt_encoder.parameters())
+    return ids
+
+
+def no_decay_parameter_ids(model) -> set[int]:
+    """Ids of the parameters MeZO's weight decay skips: biases and the weights of normalisation layers.
+
+    Decided by structure, not by names: a parameter registered as ``bias`` on its module, or any parameter of
+    a module whose class is a normalisation layer (``LayerNorm``, LLaMA's ``LlamaRMSNorm``, ...; MeZO skips
+    names containing ``bias``, ``layer_norm`` or ``layernorm``).
+    """
+    ids: set[int] = set()
+    for module in model.modules():
+        is_norm = isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)) or "norm" in type(module).__name__.lower()
+        for name, p in module.named_parameters(recurse=False):
+            if is_norm or name == "bias":
+                ids.add(id(p))
     return ids
 
 

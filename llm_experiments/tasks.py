@@ -7,7 +7,7 @@ of ``(context, continuation)`` text pairs plus the index of the correct one. The
 exactly where the published code puts it: nothing is moved into an answer (WSC's prompt ends in a newline,
 and its candidates are the bare words "No" / "Yes"). Scoring modes:
 
-* ``"label_words"`` (classification; MeZO ``large_models/templates.py`` convention, LLM-NOTES §2.1): one
+* ``"label_words"`` (classification; MeZO ``large_models/templates.py`` convention; see DATA.md): one
   shared prompt as context, one verbalizer word per class as continuation.
 * ``"option_suffix"`` (WinoGrande's default; ZO-Bench ``WinoGrandeTemplate``): the text before the blank is
   the shared context; candidate ``k`` is option ``k`` followed by the text after the blank.
@@ -216,7 +216,7 @@ TASKS: dict[str, TaskSpec] = {
             label_values=("0", "1"), scoring="label_words", verbalizer=("No", "Yes"), render_fn=_wsc,
             text_fields=("text", "span1_text", "span2_text"),
             notes="SuperGLUE wsc.fixed; 554 train / 104 validation. MeZO's recurring 63.5% is likely the "
-            "validation majority class (LLM-NOTES §4): always read WSC accuracy beside the majority baseline.",
+            "validation majority class (see DATA.md): always read WSC accuracy beside the majority baseline.",
         ),
         TaskSpec(
             name="winogrande", hf_id="allenai/winogrande", hf_config="winogrande_m", train_split="train",

@@ -1,4 +1,4 @@
-"""Property tests of the (L0, L1) catalogue (THEORY.md C.1, A.1).
+"""Property tests of the (L0, L1) catalogue (proofs/01-hgs.md §1.4).
 
 Soundness of every certificate at generated points, closed forms against autograd, tightness at the
 documented maximisers (only where THEORY calls a constant tight), the stable softmax-CE path,

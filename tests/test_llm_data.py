@@ -33,7 +33,7 @@ from llm_experiments.testing import (  # noqa: E402
 
 pytestmark = pytest.mark.llm
 
-# Field formats of the real data sets (LLM-NOTES §2.4; SuperGLUE for RTE/BoolQ/COPA).
+# Field formats of the real data sets (DATA.md; SuperGLUE for RTE/BoolQ/COPA).
 REAL_FIELD_TYPES = {
     "sst2": {"sentence": str, "label": int},
     "wsc": {"text": str, "span1_index": int, "span2_index": int, "span1_text": str, "span2_text": str, "label": int},
@@ -274,7 +274,7 @@ def test_offline_hub_id_gives_a_user_error_with_the_local_files_hint(monkeypatch
     datasets = pytest.importorskip("datasets")
     import huggingface_hub.constants
 
-    # The flag is read at import time (LLM-NOTES §2.4), so set the already-imported constants too.
+    # The flag is read at import time by datasets, so set the already-imported constants too.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

@@ -36,7 +36,7 @@ def test_ramp_slope_is_near_4():
 
 
 def test_pl_slope_is_near_2():
-    """PL: eps^-2 log(1/eps) (THEORY.md C.5 measured 2.36): clearly below the ramp's 4."""
+    """PL: eps^-2 log(1/eps) (measured about 2.36, proofs/05-ramp.md): clearly below the ramp's 4."""
     m = epoch_complexity("pl", [0.3, 0.2, 0.14, 0.1], {"dx": 2, "delta": 1.0}, replicates=8,
                          step_scale=100.0, n_boot=500)
     assert 1.8 <= m.measured <= 2.9, m.details["rows"]

@@ -83,3 +83,30 @@ def draw_kernel(out_ptr, key, start, numel, LAW: tl.constexpr, PER: tl.constexpr
     vals = entries(key, first_ctr, LAW, BLOCK)
     local = first_ctr * PER + tl.arange(0, BLOCK).to(tl.int64) - start
     tl.store(out_ptr + local, vals.to(out_ptr.dtype.element_ty), mask=(local >= 0) & (local < numel))
+
+
+@triton.jit
+def axpy_kernel(x_ptr, mirror_ptr, coef_ptr, key, start, numel, LAW: tl.constexpr, PER: tl.constexpr,
+                BLOCK: tl.constexpr, WRITE_X: tl.constexpr, HAS_MIRROR: tl.constexpr, HAS_KEEP: tl.constexpr,
+                WIDE: tl.constexpr):
+    """y = keep * x + a * u for the entries [start, start + numel) of a tensor's flat direction, u in
+    registers; y is stored into x (WRITE_X) and/or cast into the mirror (HAS_MIRROR). coef = (a, keep)."""
+    pid = tl.program_id(0).to(tl.int64)
+    first_ctr = start // PER + pid * (BLOCK // PER)
+    u = entries(key, first_ctr, LAW, BLOCK)
+    local = first_ctr * PER + tl.arange(0, BLOCK).to(tl.int64) - start
+    mask = (local >= 0) & (local < numel)
+    x = tl.load(x_ptr + local, mask=mask, other=0.0)
+    if WIDE:
+        x = x.to(tl.float64)
+        a = tl.load(coef_ptr).to(tl.float64)
+    else:
+        x = x.to(tl.float32)
+        a = tl.load(coef_ptr).to(tl.float32)
+    if HAS_KEEP:
+        x = x * tl.load(coef_ptr + 1).to(x.dtype)
+    y = x + a * u.to(x.dtype)
+    if WRITE_X:
+        tl.store(x_ptr + local, y.to(x_ptr.dtype.element_ty), mask=mask)
+    if HAS_MIRROR:
+        tl.store(mirror_ptr + local, y.to(mirror_ptr.dtype.element_ty), mask=mask)

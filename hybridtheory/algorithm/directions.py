@@ -24,7 +24,8 @@ whole tensor, and sphere normalisation is done per replicate. The LLM side uses 
 *Shards.* A caller holding only part of each tensor (``offsets[k]``: where its local flat piece
 starts in the full flat tensor ``k``) gets exactly its entries of the full direction. For the
 sphere law the per-tensor sums of squares are local; ``reduce`` (e.g. an all-reduce sum over the
-ranks) makes them global before the normaliser is taken, so every rank scales by the same number.
+ranks) makes them global before the normaliser is taken, so every rank scales by the same number,
+and ``dim`` (the entries of the whole block) is the sphere's factor :math:`d`.
 """
 from __future__ import annotations
 
@@ -79,6 +80,8 @@ class Direction:
             of the same index (None: the block holds whole tensors).
         reduce: for shards and the sphere law, a function summing a tensor of per-replicate sums of
             squares over all shards in place or returning the sum (e.g. ``dist.all_reduce``).
+        dim: for shards and the sphere law, the number of entries of the whole block (the estimator's
+            :math:`d`; None: the block holds whole tensors, so it is counted from them).
     """
 
     seed: int
@@ -88,6 +91,7 @@ class Direction:
     cache: dict | None = field(default=None, compare=False, repr=False)
     offsets: tuple[int, ...] | None = None
     reduce: Callable[[torch.Tensor], torch.Tensor | None] | None = field(default=None, compare=False, repr=False)
+    dim: int | None = None
 
     def __post_init__(self) -> None:
         if self.law not in LAWS:
@@ -117,8 +121,11 @@ class Direction:
             return None
         sq = None
         for k, t in enumerate(block):
-            r = self._raw(k, t)
-            s = r.square().flatten(self.batch_dims).sum(-1) if self.batch_dims else r.square().sum()
+            if self._streamed(t):
+                s = sum(u.square().sum() for _, u, _ in self._pieces(k, t, None))
+            else:
+                r = self._raw(k, t)
+                s = r.square().flatten(self.batch_dims).sum(-1) if self.batch_dims else r.square().sum()
             sq = s if sq is None else sq + s
         if self.reduce is not None:
             reduced = self.reduce(sq)
@@ -131,16 +138,7 @@ class Direction:
         if self.law == "sphere" and inv_norm is None:
             inv_norm = self.inverse_norm(block)
         for k, t in enumerate(block):
-            key = ("unit", k)
-            if self.cache is not None and key in self.cache:
-                yield t, self.cache[key]
-                continue
-            u = self._raw(k, t)
-            if inv_norm is not None:
-                u = u * (_batch_view(inv_norm, u, self.batch_dims) if self.batch_dims else inv_norm)
-                if self.cache is not None:
-                    self.cache[key] = u
-            yield t, u
+            yield t, self._unit(k, t, inv_norm)
 
     def materialize(self, block: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The whole direction as a list of tensors (tests and small problems)."""
@@ -148,39 +146,126 @@ class Direction:
 
     def scale(self, block: Sequence[torch.Tensor]) -> float:
         """Factor s with g = s * c * u: d for the sphere, 1 for the Gaussian and Rademacher laws."""
-        return float(block_dim(block, self.batch_dims)) if self.law == "sphere" else 1.0
+        if self.law != "sphere":
+            return 1.0
+        return float(self.dim if self.dim is not None else block_dim(block, self.batch_dims))
+
+    def _streamed(self, t: torch.Tensor) -> bool:
+        """Draw-and-apply piece by piece (models): no whole-tensor direction is ever held."""
+        return self.batch_dims == 0 and self.cache is None and t.is_contiguous()
+
+    def _pieces(self, k: int, t: torch.Tensor, inv_norm: torch.Tensor | None):
+        """Yield ``(flat piece of t, u piece, slice)`` chunk by chunk (the draw scaled by ``inv_norm``)."""
+        dtype = torch.float64 if t.dtype == torch.float64 else self.dtype
+        start = 0 if self.offsets is None else int(self.offsets[k])
+        flat, n, step = t.view(-1), t.numel(), _PIECE
+        for lo in range(0, n, step):
+            hi = min(lo + step, n)
+            u = counter.draw_slice(self.key(k), start + lo, hi - lo, self.law, dtype, t.device)
+            if inv_norm is not None:
+                u.mul_(inv_norm)
+            yield flat[lo:hi], u, slice(lo, hi)
+
+    def _kernel(self, t: torch.Tensor) -> bool:
+        return self._streamed(t) and t.device.type != "cpu" and _kernels_usable(t)
+
+    def _kernel_apply(self, k, t, alpha, inv_norm, keep, mirror, write_t) -> None:
+        from . import kernels
+        kernels.axpy(t, mirror, self.key(k), 0 if self.offsets is None else int(self.offsets[k]), self.law,
+                     alpha, inv_norm, keep, write_t)
 
     @no_grad
     def add_to(self, block: Sequence[torch.Tensor],
                alpha: float | torch.Tensor | Sequence[float | torch.Tensor],
                inv_norm: torch.Tensor | None = None,
-               scale_first: Sequence[float | torch.Tensor] | None = None) -> None:
+               scale_first: Sequence[float | torch.Tensor] | None = None,
+               mirrors: Sequence[torch.Tensor] | None = None) -> None:
         """In place: ``block[k] <- scale_first[k] * block[k] + alpha_k * u_k``.
 
         ``alpha`` is one scalar for the whole block or a list with one entry per tensor (per-block
         step sizes inside one perturbation group); each entry is a float or a tensor of the batch
         shape (per-replicate step sizes or coefficients). ``scale_first`` (one entry per tensor,
-        default 1) multiplies the tensor in the same pass (weight decay).
+        default 1) multiplies the tensor in the same pass (weight decay). ``mirrors`` (e.g. a 16-bit
+        model's weights when ``block`` is their fp32 master) receive the new values, cast, in the
+        same pass.
         """
         alphas = list(alpha) if isinstance(alpha, (list, tuple)) else [alpha] * len(block)
         if len(alphas) != len(block):
             raise ValueError(f"got {len(alphas)} step factors for a block of {len(block)} tensors")
         scales = [1.0] * len(block) if scale_first is None else list(scale_first)
-        for (t, u), a, m in zip(self.tensors(block, inv_norm), alphas, scales):
-            if isinstance(m, torch.Tensor):
-                t.mul_(_batch_view(m, t, self.batch_dims) if self.batch_dims else m.to(t.dtype))
-            elif m != 1.0:
-                t.mul_(m)
-            if isinstance(a, torch.Tensor):
-                a = _batch_view(a, t, self.batch_dims) if self.batch_dims else a
-                if t.dtype == u.dtype:
-                    t.addcmul_(u, a)
-                else:
-                    t.add_((u * a).to(t.dtype))  # scale in the draw's precision, then round once
-            elif t.dtype == u.dtype:
-                t.add_(u, alpha=a)
+        if self.law == "sphere" and inv_norm is None:
+            inv_norm = self.inverse_norm(block)
+        for k, (t, a, m) in enumerate(zip(block, alphas, scales)):
+            mirror = None if mirrors is None else mirrors[k]
+            if self._kernel(t):
+                self._kernel_apply(k, t, a, inv_norm, m, mirror, True)
+            elif self._streamed(t):
+                mflat = None if mirror is None else mirror.view(-1)
+                for x, u, sl in self._pieces(k, t, inv_norm):
+                    self._axpy(x, u, a, m)
+                    if mflat is not None:
+                        mflat[sl].copy_(x)
             else:
-                t.add_((u * a).to(t.dtype))
+                u = self._unit(k, t, inv_norm)
+                self._axpy(t, u, a, m)
+                if mirror is not None:
+                    mirror.copy_(t)
+
+    @no_grad
+    def write_shifted(self, block: Sequence[torch.Tensor], mirrors: Sequence[torch.Tensor],
+                      alpha: float | torch.Tensor, inv_norm: torch.Tensor | None = None) -> None:
+        """``mirrors[k] <- cast(block[k] + alpha u_k)``, ``block`` untouched: a 16-bit model perturbed from
+        its fp32 master in one pass, rounded once, and restored exactly by the next write."""
+        if self.law == "sphere" and inv_norm is None:
+            inv_norm = self.inverse_norm(block)
+        for k, (t, mirror) in enumerate(zip(block, mirrors)):
+            if self._kernel(t):
+                self._kernel_apply(k, t, alpha, inv_norm, 1.0, mirror, False)
+            elif self._streamed(t):
+                mflat = mirror.view(-1)
+                for x, u, sl in self._pieces(k, t, inv_norm):
+                    mflat[sl].copy_(x + u * alpha if isinstance(alpha, torch.Tensor) else x.add(u, alpha=alpha))
+            else:
+                u = self._unit(k, t, inv_norm)
+                a = _batch_view(alpha, t, self.batch_dims) if isinstance(alpha, torch.Tensor) and self.batch_dims \
+                    else alpha
+                mirror.copy_(t + u * a if isinstance(a, torch.Tensor) else t.add(u, alpha=a))
+
+    def _unit(self, k: int, t: torch.Tensor, inv_norm: torch.Tensor | None) -> torch.Tensor:
+        key = ("unit", k)
+        if self.cache is not None and key in self.cache:
+            return self.cache[key]
+        u = self._raw(k, t)
+        if inv_norm is not None:
+            u = u * (_batch_view(inv_norm, u, self.batch_dims) if self.batch_dims else inv_norm)
+            if self.cache is not None:
+                self.cache[key] = u
+        return u
+
+    def _axpy(self, t: torch.Tensor, u: torch.Tensor, a, m) -> None:
+        """t <- m t + a u in place (m, a: floats or per-replicate tensors)."""
+        if isinstance(m, torch.Tensor):
+            t.mul_(_batch_view(m, t, self.batch_dims) if self.batch_dims else m.to(t.dtype))
+        elif m != 1.0:
+            t.mul_(m)
+        if isinstance(a, torch.Tensor):
+            a = _batch_view(a, t, self.batch_dims) if self.batch_dims else a
+            if t.dtype == u.dtype:
+                t.addcmul_(u, a)
+            else:
+                t.add_((u * a).to(t.dtype))  # scale in the draw's precision, then round
+        elif t.dtype == u.dtype:
+            t.add_(u, alpha=a)
+        else:
+            t.add_((u * a).to(t.dtype))
+
+
+_PIECE = 1 << 18  # entries drawn and applied at a time on the streamed path
+
+
+def _kernels_usable(t: torch.Tensor) -> bool:
+    from . import kernels
+    return kernels.usable(t)
 
 
 class DirectionBank:

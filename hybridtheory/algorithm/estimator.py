@@ -44,8 +44,9 @@ class ZOSettings:
             the synthetic fast path; never for models).
         bank: a :class:`DirectionBank` holding draws made ahead (with ``cache``; the synthetic fast
             path fills it for many steps at once).
-        offsets, reduce: for a block of shards (see :class:`Direction`): where each local tensor
-            starts in its full flat tensor, and the cross-shard sum for the sphere normaliser.
+        offsets, reduce, dim: for a block of shards (see :class:`Direction`): where each local tensor
+            starts in its full flat tensor, the cross-shard sum for the sphere normaliser, and the
+            entries of the whole block (the sphere's d).
     """
 
     mu: float | torch.Tensor = 1e-3
@@ -58,6 +59,7 @@ class ZOSettings:
     bank: DirectionBank | None = field(default=None, compare=False, repr=False)
     offsets: tuple[int, ...] | None = None
     reduce: Callable[[torch.Tensor], torch.Tensor | None] | None = field(default=None, compare=False, repr=False)
+    dim: int | None = None
 
     def __post_init__(self) -> None:
         if self.law not in LAWS:
@@ -81,7 +83,7 @@ class ZOSettings:
             cache = self.bank.take(seed) if self.bank is not None else None
             cache = {} if cache is None else cache
         return Direction(seed, self.law, self.batch_dims, self.dtype, cache=cache, offsets=self.offsets,
-                         reduce=self.reduce)
+                         reduce=self.reduce, dim=self.dim)
 
 
 @dataclass
@@ -100,7 +102,8 @@ class ZORecord:
 def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tensor],
                     settings: ZOSettings, step_seed: int, f0: torch.Tensor | None = None,
                     plus_loss: Callable[[], torch.Tensor] | None = None,
-                    defer_restore: bool = False) -> list[ZORecord]:
+                    defer_restore: bool = False,
+                    mirrors: Sequence[torch.Tensor] | None = None) -> list[ZORecord]:
     """Query the loss around the current block and return one record per direction.
 
     Args:
@@ -116,11 +119,17 @@ def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tens
             :func:`apply_zo_update` to undo in the same pass as the update: one regeneration of the
             direction fewer per step. The block is *not* restored on return; call
             :func:`apply_zo_update` (or :func:`restore_pending`) next.
+        mirrors: tensors the loss reads instead of ``block`` (a 16-bit model whose fp32 master is
+            ``block``): each perturbation writes ``mirrors <- cast(block + s mu u)`` in one pass and the
+            block itself is never perturbed, so nothing needs restoring but the mirrors (done by
+            :func:`apply_zo_update` in its pass, or here by a copy when ``defer_restore`` is off).
     """
     if settings.difference == "forward" and f0 is None:
         f0 = loss()
     mu = settings.mu
     records = []
+    if mirrors is not None:
+        return _mirrored_coefficients(block, mirrors, loss, settings, step_seed, f0, plus_loss, defer_restore)
     for k in range(settings.queries):
         d = settings.direction(step_seed, k)
         inv = d.inverse_norm(block)
@@ -143,6 +152,31 @@ def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tens
     return records
 
 
+def _mirrored_coefficients(block, mirrors, loss, settings, step_seed, f0, plus_loss, defer_restore):
+    mu = settings.mu
+    records = []
+    for k in range(settings.queries):
+        d = settings.direction(step_seed, k)
+        inv = d.inverse_norm(block)
+        d.write_shifted(block, mirrors, mu, inv)                      # model at x + mu u
+        f_plus = plus_loss() if (k == 0 and plus_loss is not None) else loss()
+        if settings.difference == "central":
+            d.write_shifted(block, mirrors, -mu, inv)                 # model at x - mu u
+            f_minus = loss()
+            c = (f_plus - f_minus) / (2 * mu)
+        else:
+            c = (f_plus - f0) / mu
+        records.append(ZORecord(d, c.detach(), inv))
+    if not defer_restore:
+        _copy_into(mirrors, block)
+    return records
+
+
+def _copy_into(mirrors: Sequence[torch.Tensor], block: Sequence[torch.Tensor]) -> None:
+    for m, t in zip(mirrors, block):
+        m.copy_(t)
+
+
 def zo_forwards(settings: ZOSettings, have_f0: bool) -> int:
     """Forward passes :func:`zo_coefficients` makes (for accounting and logs)."""
     per_query = 2 if settings.difference == "central" else 1
@@ -152,7 +186,8 @@ def zo_forwards(settings: ZOSettings, have_f0: bool) -> int:
 @no_grad
 def apply_zo_update(block: Sequence[torch.Tensor], records: Sequence[ZORecord],
                     lrs: Sequence[float | torch.Tensor],
-                    decays: Sequence[float | torch.Tensor] | None = None) -> None:
+                    decays: Sequence[float | torch.Tensor] | None = None,
+                    mirrors: Sequence[torch.Tensor] | None = None) -> None:
     r"""In place: ``block[k] <- block[k] - lrs[k] * (g_k + wd_k block[k])`` with
     :math:`g = \frac{s}{q}\sum_r c_r u_r`.
 
@@ -160,8 +195,11 @@ def apply_zo_update(block: Sequence[torch.Tensor], records: Sequence[ZORecord],
     group may hold several blocks with their own step sizes (ZO-RR on (x, y)). ``decays`` holds
     ``lr_k * wd_k`` per tensor (0 where a tensor is not decayed; None: no decay): MeZO's ZO weight
     decay, taken at the restored point, :math:`x \leftarrow (1 - \eta\,wd)\,x - \eta\,g`.
+    ``mirrors`` (see :func:`zo_coefficients`) receive ``cast(block)`` in the pass of the last record.
     """
     if not records:
+        if mirrors is not None:
+            _copy_into(mirrors, block)
         return
     q = len(records)
     scale = records[0].direction.scale(block)
@@ -174,21 +212,25 @@ def apply_zo_update(block: Sequence[torch.Tensor], records: Sequence[ZORecord],
         coeff = r.coeff if r.coeff.device.type == "mps" else r.coeff.to(torch.float64)
         factor = -(scale / q) * coeff
         pending = 0.0 if r.pending is None else r.pending
+        mirror = mirrors if i == len(ordered) - 1 else None
         if i == 0 and decays is not None:
             keep = [1 - a for a in decays]
             # (1 - a) (x + o u) - (1 - a) o u - lr g = (1 - a) x - lr g
             r.direction.add_to(block, [lr * factor - k * pending for lr, k in zip(lrs, keep)], r.inv_norm,
-                               scale_first=keep)
+                               scale_first=keep, mirrors=mirror)
         elif r.pending is None:
-            r.direction.add_to(block, [lr * factor for lr in lrs], r.inv_norm)
+            r.direction.add_to(block, [lr * factor for lr in lrs], r.inv_norm, mirrors=mirror)
         else:  # restore (remove the pending offset) and update in one pass
-            r.direction.add_to(block, [lr * factor - r.pending for lr in lrs], r.inv_norm)
+            r.direction.add_to(block, [lr * factor - r.pending for lr in lrs], r.inv_norm, mirrors=mirror)
         r.pending = None
 
 
 @no_grad
-def restore_pending(block: Sequence[torch.Tensor], records: Sequence[ZORecord]) -> None:
+def restore_pending(block: Sequence[torch.Tensor], records: Sequence[ZORecord],
+                    mirrors: Sequence[torch.Tensor] | None = None) -> None:
     """Undo a deferred restore without updating (e.g. to abandon a step)."""
+    if mirrors is not None:
+        _copy_into(mirrors, block)
     for r in records:
         if r.pending is not None:
             r.direction.add_to(block, -r.pending, r.inv_norm)

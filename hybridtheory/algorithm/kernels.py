@@ -67,3 +67,26 @@ def draw_slice(key: int, start: int, numel: int, law: str = "gaussian", dtype: t
         per = ENTRIES_PER_COUNTER[law]
         kernels().draw_kernel[_grid(start, numel, per)](out, key, start, numel, LAW=LAW_CODES[law], PER=per, BLOCK=BLOCK)
     return out
+
+
+def axpy(x: torch.Tensor, mirror: torch.Tensor | None, key: int, start: int, law: str,
+         alpha: float | torch.Tensor, inv_norm: torch.Tensor | None = None, keep: float | torch.Tensor = 1.0,
+         write_x: bool = True) -> None:
+    """One pass over ``x`` (contiguous): ``y = keep * x + alpha * inv_norm * u`` with ``u`` the entries
+    ``[start, start + x.numel())`` of the flat direction ``key``; ``y`` goes to ``x`` (``write_x``) and,
+    cast, to ``mirror``. Scalars may be device tensors (no host sync)."""
+    if not x.numel():
+        return
+    wide = x.dtype == torch.float64
+    cdtype = torch.float64 if wide else torch.float32
+    a = alpha if isinstance(alpha, torch.Tensor) else torch.tensor(alpha, dtype=torch.float64)
+    a = a.to(x.device, torch.float64)
+    if inv_norm is not None:
+        a = a * inv_norm.to(torch.float64)
+    has_keep = not (isinstance(keep, float | int) and keep == 1.0)
+    k = keep if isinstance(keep, torch.Tensor) else torch.tensor(float(keep), dtype=torch.float64)
+    coef = torch.stack((a.reshape(()), k.to(x.device, torch.float64).reshape(()))).to(cdtype)
+    per = ENTRIES_PER_COUNTER[law]
+    kernels().axpy_kernel[_grid(start, x.numel(), per)](
+        x, x if mirror is None else mirror, coef, key, start, x.numel(), LAW=LAW_CODES[law], PER=per, BLOCK=BLOCK,
+        WRITE_X=write_x, HAS_MIRROR=mirror is not None, HAS_KEEP=has_keep, WIDE=wide)

@@ -1,4 +1,4 @@
-r"""Slow, readable twin of the fast path: HZF-RR written as THEORY.md B.3 reads.
+r"""Slow, readable twin of the fast path: HZF-RR written as proofs/00-setting.md §0.2 reads.
 
 One replicate at a time, one sample at a time, out-of-place arithmetic, no in-place perturbation.
 It consumes the *same random streams* as the fast path (the sampler's permutation row and the

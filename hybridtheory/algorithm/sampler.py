@@ -4,7 +4,7 @@ Epoch ``t``'s order is a pure function of ``(seed, t)`` (its own ``torch.Generat
 :func:`derive_seed`), so the sampler's whole state is the pair (epoch, position): a resumed run
 sees exactly the orders an uninterrupted run would have seen.
 
-* ``replacement=False`` (HZF-RR, THEORY.md B.3): every index in ``0..n-1`` exactly once per epoch,
+* ``replacement=False`` (HZF-RR, proofs/00-setting.md §0.2): every index in ``0..n-1`` exactly once per epoch,
   a fresh uniformly random permutation each epoch, independent across replicates.
 * ``replacement=True``: ``n`` i.i.d. uniform indices per epoch (plain SGD).
 """

@@ -1,4 +1,4 @@
-r"""One inner step of hybrid ZO/FO random reshuffling (HZF-RR, THEORY.md B.3), for any blocks.
+r"""One inner step of hybrid ZO/FO random reshuffling (HZF-RR, proofs/00-setting.md §0.2), for any blocks.
 
 The parameters are split into groups, each with its own step size and oracle:
 
@@ -43,7 +43,9 @@ class ParamGroup:
     change ``lr`` between steps (schedules). ``weight_decay`` adds ``wd * p`` to the block's gradient
     (estimate), ``p <- p - lr (g + wd p)``, on the tensors where ``decay_mask`` is true (default: all);
     MeZO's ZO weight decay, and coupled L2 for the default SGD update of an FO block. A custom
-    ``fo_update`` (e.g. AdamW) handles its own decay and ignores these fields.
+    ``fo_update`` (e.g. AdamW) handles its own decay and ignores these fields. ``mirrors`` (ZO groups
+    only): tensors the loss reads in place of ``params``, kept equal to ``cast(params)`` and perturbed as
+    ``cast(params + s mu u)`` in one pass each (a 16-bit model whose fp32 master is ``params``).
     """
 
     name: str
@@ -52,6 +54,7 @@ class ParamGroup:
     oracle: str = "fo"
     weight_decay: float = 0.0
     decay_mask: list[bool] | None = None
+    mirrors: list[torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.oracle not in ORACLES:
@@ -62,6 +65,8 @@ class ParamGroup:
             raise ValueError(f"group {self.name!r}: step size must be >= 0, got {lr}")
         if not self.weight_decay >= 0:
             raise ValueError(f"group {self.name!r}: weight decay must be >= 0, got {self.weight_decay}")
+        if self.mirrors is not None and (self.oracle != "zo" or len(self.mirrors) != len(self.params)):
+            raise ValueError(f"group {self.name!r}: mirrors need a ZO group and one mirror per tensor")
         if self.decay_mask is not None and len(self.decay_mask) != len(self.params):
             raise ValueError(f"group {self.name!r}: decay_mask has {len(self.decay_mask)} entries for "
                              f"{len(self.params)} tensors")
@@ -147,6 +152,12 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
     if fo_point not in FO_POINTS:
         raise ValueError(f"unknown fo_point {fo_point!r}; expected one of {FO_POINTS}")
     zo_params, zo_lrs, zo_decays = _flatten(groups, "zo")
+    zo_groups = [g for g in groups if g.oracle == "zo"]
+    zo_mirrors = None
+    if any(g.mirrors is not None for g in zo_groups):
+        if not all(g.mirrors is not None for g in zo_groups):
+            raise ValueError("either every ZO group has mirrors or none has")
+        zo_mirrors = [m for g in zo_groups for m in g.mirrors]
     fo_params, fo_lrs, fo_decays = _flatten(groups, "fo")
     if fo_update is None:
         def fo_update(p, g, lr):
@@ -175,12 +186,12 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
         had_f0 = f0 is not None
         # the last restore is fused with the update below (one pass over the parameters fewer)
         records = zo_coefficients(zo_params, oracle.loss, zo, step_seed, f0=f0, plus_loss=plus_loss,
-                                  defer_restore=True)
+                                  defer_restore=True, mirrors=zo_mirrors)
         forwards += zo_forwards(zo, had_f0)
         if plus_loss is not None:
             fo_grads = holder["grads"]
         # Jacobi and perturbed: the FO gradient was taken before this update (simultaneous step)
-        apply_zo_update(zo_params, records, zo_lrs, zo_decays)
+        apply_zo_update(zo_params, records, zo_lrs, zo_decays, mirrors=zo_mirrors)
         if fo_params and fo_point == "gauss_seidel":
             f0, fo_grads = fo_pass(need_loss=False)          # at the updated x
             forwards, backwards = forwards + 1, backwards + 1

@@ -5,7 +5,7 @@ regenerates everything into ``figures/`` with one ``figures/manifest.json`` (git
 package versions, wall time per figure) and ``figures/epoch_complexity.json``. Computed results are
 cached under ``<out>/.cache/`` keyed by the figure's parameters, so replotting does not recompute.
 
-Figures (THEORY.md B.8):
+Figures (the measurements of the README's "Figures" section):
 
 * ``convergence``: ||grad F||^2 vs epochs, hybrid vs FO-RR vs ZO-RR vs hybrid-SGD on HYB, LoRA
   regression and a coupled quadratic, at Theorem 1's step caps.

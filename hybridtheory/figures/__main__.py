@@ -1,7 +1,6 @@
 """``python -m hybridtheory.figures``: regenerate the default figures (see the package docstring)."""
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import platform
 import subprocess
@@ -9,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import OneLineParser, one_line_errors, output_folder
 from . import load_or_compute, registry, write_json
 
 
@@ -35,10 +35,11 @@ def _versions() -> dict:
     return out
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     figs = registry()
-    ap = argparse.ArgumentParser(prog="python -m hybridtheory.figures", description=__doc__)
-    ap.add_argument("--out", type=Path, default=Path("figures"), help="output folder (default: figures)")
+    ap = OneLineParser(prog="hybridtheory figures", description=__doc__)
+    ap.add_argument("--out", type=output_folder, default=Path("figures"), help="output folder (default: figures)")
     ap.add_argument("--quick", action="store_true", help="small, fast settings (CI)")
     ap.add_argument("--only", nargs="+", choices=sorted(figs), help="only these figures")
     ap.add_argument("--recompute", action="store_true", help="ignore cached results")

@@ -2,7 +2,7 @@
 
 Corollary 1's exact schedule would need ~1e9 epochs at eps = 0.05 (d_x = 4), so the sweep multiplies both step
 sizes by ``step_scale`` (still inside Theorem 1's caps; the same eta proportional to eps^2 rule, as
-THEORY.md C.5's "eta_x = 0.05 eps^2" run). It measures the *shape* of T(eps); its T_emp/T_bound
+an "eta_x = 0.05 eps^2" run). It measures the *shape* of T(eps); its T_emp/T_bound
 ratios are printed but are not a check of Corollary 1 (the default figure's exact-schedule runs are).
 Its cached result is drawn on ``epoch_complexity.png`` when present.
 """

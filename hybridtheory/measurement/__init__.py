@@ -1,4 +1,4 @@
-"""Measurements (THEORY.md B.8): each returns (measured, bound) with details."""
+"""Measurements (see the README): each returns (measured, bound) with details."""
 from .experiments import (Measurement, bootstrap_slope_ci, displacement_variance, epoch_complexity,
                           ergodic_bound_check, loglog_slope, scaling)
 

@@ -9,7 +9,8 @@ Each function takes the paper's symbols, runs the batched fast path
   schedule, the log-log slope with a bootstrap CI, and the ratio to T_bound(eps).
 * :func:`scaling` (M4): epochs to eps against d_x or n (predicted slopes +1 and -1 in epochs).
 * :func:`displacement_variance` (M5): variance of the one-epoch displacement against eta
-  (predicted slopes: 2 for ZO-RR / hybrid / SGD, 4 for FO-RR; THEORY.md B.6).
+  (predicted slopes: 2 for ZO-RR / hybrid / SGD, whose displacement noise is of order eta; 4 for FO-RR,
+  whose reshuffling noise is of order eta^2).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Synthetic finite-sum families with certified hybrid-smoothness constants (THEORY.md section C).
+"""Synthetic finite-sum families with certified hybrid-smoothness constants (proofs/01-hgs.md §1.4 and each module).
 
 ``make(name, **params)`` builds a family by name; ``families()`` (or ``FAMILIES``) lists the registered
 names. A family in *your own* module is one call away from everything that takes a family name
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
+import numbers
 
 from .base import DTYPE, FiniteSumProblem, ProblemOracle
 
@@ -90,9 +92,41 @@ def family_class(name: str) -> type[FiniteSumProblem]:
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
+def _check_params(name: str, cls: type[FiniteSumProblem], params: dict) -> None:
+    """Refuse unknown parameters and values of the wrong kind, judged from the constructor's defaults:
+    an int default asks for an integer (>= 1 if the default is >= 1, else >= 0), a float default for a
+    finite number."""
+    sig = inspect.signature(cls.__init__)
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    known = {k: p for k, p in sig.parameters.items() if k != "self" and p.kind is not p.VAR_KEYWORD}
+    for key, value in params.items():
+        if key not in known:
+            if accepts_any:
+                continue
+            raise ValueError(f"family {name!r} has no parameter {key!r}; its parameters: {', '.join(known)}")
+        default = known[key].default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"family {name!r}: {key} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            low = 1 if default >= 1 else 0
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"family {name!r}: {key} must be an integer >= {low}, got {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"family {name!r}: {key} must be a finite number, got {value!r}")
+
+
 def make(name: str, **params) -> FiniteSumProblem:
-    """Build the family ``name`` with keyword parameters (see each class's docstring)."""
-    return family_class(name)(**params)
+    """Build the family ``name`` with keyword parameters (see each class's docstring).
+
+    Bad parameters raise ``ValueError`` naming the parameter and the expected form."""
+    cls = family_class(name)
+    _check_params(name, cls, params)
+    try:
+        return cls(**params)
+    except (ValueError, TypeError, ArithmeticError, IndexError) as e:  # the family's own checks, or numpy's
+        raise ValueError(f"family {name!r} cannot be built with {params}: {str(e).splitlines()[0]}") from None
 
 
 __all__ = ["DTYPE", "FAMILIES", "FiniteSumProblem", "ProblemOracle", "families", "family_class", "import_family_modules", "make",

@@ -1,7 +1,7 @@
 r"""The finite-sum problem interface every synthetic family implements.
 
 :math:`F(z) = \frac1n\sum_{i=1}^n f_i(z)`, :math:`z = (x, y)`, :math:`x\in\mathbb R^{d_x}` the ZO block,
-:math:`y\in\mathbb R^{d_y}` the FO block (THEORY.md B.1).
+:math:`y\in\mathbb R^{d_y}` the FO block (proofs/00-setting.md §0.1).
 
 Everything is torch and *batched*: ``x`` has shape ``(*B, d_x)``, ``y`` has shape ``(*B, d_y)`` and a
 component index ``j`` is a LongTensor broadcastable to ``B``; values come back with shape ``B``.

@@ -1,4 +1,4 @@
-r"""The (L0, L1) catalogue of THEORY.md C.1: single-block functions with certified Hessian-form constants.
+r"""The (L0, L1) catalogue (constants: proofs/01-hgs.md §1.4): single-block functions with certified Hessian-form constants.
 
 A catalogue function is :math:`f:\mathbb R^d\to\mathbb R` with closed-form value, gradient and Hessian
 operator norm, and a list of certified pairs :math:`(L_0, L_1)` with
@@ -475,7 +475,7 @@ class CatalogueProblem(FiniteSumProblem):
         return HGSConstants(L_x=0.0, L_c=0.0, L0=self.certificate.L0, L1=self.certificate.L1, G_x=0.0,
                             G_y=f.grad_bound, F_lower=-math.inf if f.f_star is None else f.f_star,
                             region="global", form="hessian",
-                            source=f"THEORY.md C.1 ({f.name}: {self.certificate.note})")
+                            source=f"proofs/01-hgs.md §1.4 ({f.name}: {self.certificate.note})")
 
     def initial_point(self, batch_shape: Sequence[int] = ()):
         bs = tuple(batch_shape)

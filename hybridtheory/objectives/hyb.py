@@ -1,4 +1,4 @@
-r"""HYB: a bounded-gradient hybrid family with every constant in closed form (THEORY.md C.3).
+r"""HYB: a bounded-gradient hybrid family with every constant in closed form (proofs/01-hgs.md §1.4).
 
 Per component :math:`i`, with the pseudo-Huber :math:`\rho_\delta(t) = \delta^2(\sqrt{1+t^2/\delta^2}-1)`
 and the logistic loss :math:`\ell(t) = \log(1+e^{-t})`:
@@ -18,7 +18,7 @@ Blocks of the Hessian (:math:`s_x = \sin(p^\top x)`, :math:`c_x = \cos(p^\top x)
   attained at :math:`x = 0`, :math:`q^\top y = \pi/2` (the documented maximiser, :meth:`HYB.witness`);
 * :math:`H_{yy} = \ell''\, c c^\top - \kappa s_x c_y\, q q^\top`.
 
-Two certificates for the y block (Hessian form, THEORY.md C.3):
+Two certificates for the y block (Hessian form, proofs/01-hgs.md §1.4):
 
 * (L0, L1) = :math:`(|\kappa|\|q\|(\|c\| + \|q\|),\ \|c\|)`: from
   :math:`\ell''\|c\|^2 \le |\ell'|\|c\|^2 \le \|c\|(\|\nabla_y f\| + |\kappa|\|q\|)`;
@@ -57,7 +57,7 @@ def _gather(t: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
 
 
 class HYB(FiniteSumProblem):
-    """The HYB family (THEORY.md C.3): pseudo-Huber in x + logistic in y + bounded trig coupling.
+    """The HYB family (proofs/01-hgs.md §1.4): pseudo-Huber in x + logistic in y + bounded trig coupling.
 
     Args:
         n, dx, dy: number of components and block sizes.
@@ -153,14 +153,14 @@ class HYB(FiniteSumProblem):
                     F_lower=-float(np.abs(self.kappa.numpy()).mean()), region="global", form="hessian")
 
     def constants_l0l1(self) -> HGSConstants:
-        """The (L0, L1) certificate: (max |k||q|(|c|+|q|), max |c|) (THEORY.md C.3)."""
+        """The (L0, L1) certificate: (max |k||q|(|c|+|q|), max |c|) (proofs/01-hgs.md §1.4)."""
         return HGSConstants(L0=float(self.comp["L0"].max()), L1=float(self.comp["L1"].max()),
-                            source="THEORY.md C.3, (L0,L1) certificate", **self._base_kwargs())
+                            source="proofs/01-hgs.md §1.4, (L0,L1) certificate", **self._base_kwargs())
 
     def constants_alt(self) -> HGSConstants:
         """The L1 = 0 certificate: exact vertex maximum of ||l'' cc^T - k s c qq^T|| (<= |c|^2/4 + |k||q|^2)."""
         return HGSConstants(L0=float(self.comp["L0_alt"].max()), L1=0.0,
-                            source="THEORY.md C.3, L1 = 0 alternative (sharpened: exact vertex max)",
+                            source="proofs/01-hgs.md §1.4, L1 = 0 alternative (sharpened: exact vertex max)",
                             **self._base_kwargs())
 
     def constants(self) -> HGSConstants:

@@ -1,4 +1,4 @@
-r"""LoRA regression (THEORY.md C.4): the base weight W is the ZO block, the adapter (A, B) the FO block.
+r"""LoRA regression (constants derived in this module): the base weight W is the ZO block, the adapter (A, B) the FO block.
 
 Per sample :math:`i` (input :math:`u_i\in\mathbb R^q`, target :math:`v_i\in\mathbb R^p`):
 
@@ -9,7 +9,7 @@ Per sample :math:`i` (input :math:`u_i\in\mathbb R^q`, target :math:`v_i\in\math
 ``vec`` row-major. With the residual :math:`r_i = (W+AB^\top)u_i - v_i`:
 :math:`\nabla_W = r_iu_i^\top`, :math:`\nabla_A = r_i(B^\top u_i)^\top`, :math:`\nabla_B = u_i(A^\top r_i)^\top`.
 
-Hessian blocks (THEORY.md C.4, re-derived; :math:`s_i = \|u_i\|`):
+Hessian blocks (derived here; :math:`s_i = \|u_i\|`):
 
 * :math:`\nabla^2_{WW} = u_iu_i^\top\otimes I` so :math:`L_x = s_i^2` **globally and exactly** (reached
   along :math:`\Delta W = e\,u_i^\top`);
@@ -28,7 +28,7 @@ in :math:`\mathcal R`; a first-order pair check needs the whole segment in :math
 :math:`\|r_i\| \le (\omega + \rho^2/2)s_i + \|v_i\|` (:math:`\|AB^\top\|_2 \le (\|A\|^2+\|B\|^2)/2`), so every
 segment between points of :math:`\mathcal C` stays in the region.
 
-**Not (L0, L1) globally** for any constants (THEORY.md C.4): :math:`\tfrac12(ab-1)^2` has zero gradient and
+**Not (L0, L1) globally** for any constants (constants derived in this module): :math:`\tfrac12(ab-1)^2` has zero gradient and
 Hessian norm :math:`a^2+a^{-2}` at :math:`(a, 1/a)`; the same valley exists for any :math:`AB^\top = M^*`.
 
 ``F_lower`` is the exact :math:`F^*`: W is unconstrained, so :math:`F^* = \min_M \mathrm{mean}_i \tfrac12\|Mu_i - v_i\|^2`
@@ -47,7 +47,7 @@ from .base import DTYPE, FiniteSumProblem
 
 
 class LoRARegression(FiniteSumProblem):
-    """Per-sample low-rank-adapted linear regression (THEORY.md C.4).
+    """Per-sample low-rank-adapted linear regression (constants derived in this module).
 
     Args:
         n: samples; p, q: W is p x q; r: adapter rank.
@@ -109,7 +109,7 @@ class LoRARegression(FiniteSumProblem):
             L_x=float(comp["L_x"].max()), L_c=float(comp["L_c"].max()), L0=float(comp["L0"].max()), L1=0.0,
             G_x=float(comp["G_x"].max()), G_y=float(comp["G_y"].max()), F_lower=self.F_star,
             region=self.region, form="hessian",
-            source="THEORY.md C.4 (L_x global and exact; the rest region constants; F_lower = exact F*)")
+            source="this module's derivation (L_x global and exact; the rest region constants; F_lower = exact F*)")
 
     def initial_point(self, batch_shape: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
         bs = tuple(batch_shape)

@@ -1,4 +1,4 @@
-r"""PL contrast: a strongly convex ZO block with the ramp's heterogeneity (THEORY.md C.2, C.5).
+r"""PL contrast: a strongly convex ZO block with the ramp's heterogeneity (proofs/05-ramp.md).
 
 .. math:: f_i(x, y) = \tfrac12\|x\|^2 + s_i\,\beta\,x_2 + \ell(s_i c_y y), \qquad s_i = \pm 1,
 
@@ -61,7 +61,7 @@ class PLQuadratic(FiniteSumProblem):
         return HGSConstants(L_x=1.0, L_c=0.0, L0=self.c_y**2 / 4, L1=0.0, G_x=self.radius + self.beta,
                             G_y=self.c_y, F_lower=math.log(2),
                             region=f"ball ||x|| <= {self.radius:.4g} (G_x is a ball constant)",
-                            source="THEORY.md C.2, C.5")
+                            source="proofs/05-ramp.md")
 
     def initial_point(self, batch_shape=()):
         x = torch.zeros(tuple(batch_shape) + (self.dx,), dtype=DTYPE)

@@ -1,4 +1,4 @@
-r"""Coupled quadratics (THEORY.md C.2): the zero-bias, L1 = 0 test family.
+r"""Coupled quadratics (constants derived in this module): the zero-bias, L1 = 0 test family.
 
 .. math::
     f_i(z) = \tfrac12 z^\top H_i z + c_i^\top z,\qquad
@@ -37,7 +37,7 @@ def _haar_orthogonal(rng: np.random.Generator, d: int) -> np.ndarray:
 
 
 class CoupledQuadratic(FiniteSumProblem):
-    """Per-component PD quadratics with random block coupling (THEORY.md C.2).
+    """Per-component PD quadratics with random block coupling (constants derived in this module).
 
     Args:
         n, dx, dy: components and block sizes.
@@ -87,7 +87,7 @@ class CoupledQuadratic(FiniteSumProblem):
             L_x=float(comp["L_x"].max()), L_c=float(comp["L_c"].max()), L0=float(comp["L0"].max()), L1=0.0,
             G_x=float(comp["G_x"].max()), G_y=float(comp["G_y"].max()), F_lower=self.F_star,
             region=f"L_x, L_c, L0 global; G_x, G_y on the ball ||z|| <= R = {self.radius:g}",
-            form="hessian", source="THEORY.md C.2 (exact block norms; F_lower = exact F*)")
+            form="hessian", source="this module's derivation (exact block norms; F_lower = exact F*)")
 
     def initial_point(self, batch_shape: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
         v = self.radius / (2 * math.sqrt(self.dx + self.dy))

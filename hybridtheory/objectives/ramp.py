@@ -1,4 +1,4 @@
-r"""Ramp family: the family on which the eps^-4 epoch count of Corollary 1 is tight (THEORY.md C.5).
+r"""Ramp family: the family on which the eps^-4 epoch count of Corollary 1 is tight (proofs/05-ramp.md).
 
 For ``n`` even, signs :math:`s_i = +1` for :math:`i < n/2` and :math:`-1` otherwise,
 
@@ -93,7 +93,7 @@ class Ramp(FiniteSumProblem):
         return HGSConstants(L_x=1.0, L_c=0.0, L0=self.c_y**2 / 4, L1=0.0,
                             G_x=math.sqrt(1 + self.beta**2), G_y=self.c_y, F_lower=math.log(2),
                             region="global (class constants for every eps <= 1/2)",
-                            source="THEORY.md C.5; proofs/",
+                            source="proofs/05-ramp.md",
                             # x: the +-beta x_2 terms deviate by exactly beta; y: the two logistic
                             # gradients deviate from their mean by exactly c_y/2 (proofs/07-theorem2.md)
                             varsigma_x_sq=self.beta**2, varsigma_y_sq=self.c_y**2 / 4)

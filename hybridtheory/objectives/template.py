@@ -4,7 +4,7 @@ Steps:
 
 1. Copy to ``hybridtheory/objectives/<yourfamily>.py`` and rename :class:`MyFamily`.
 2. State the function and **derive** every constant in the module docstring (the math, the
-   inequality used at each step, and where it comes from: THEORY.md section or a ``proofs/`` file).
+   inequality used at each step, and where it comes from: a ``proofs/`` file or a derivation in the docstring).
    Say where the constants hold (``region``) and whether they are Hessian-form or first-order.
 3. Implement the four abstract methods below, batched and in float64.
 4. Register it: one line in ``_REGISTRY`` of ``hybridtheory/objectives/__init__.py``:
@@ -37,7 +37,7 @@ from .base import DTYPE, FiniteSumProblem
 
 
 class MyFamily(FiniteSumProblem):
-    """One-line summary (THEORY.md section or proofs/ file).
+    """One-line summary (a proofs/ file or the docstring's derivation).
 
     Args:
         n, dx, dy: components and block sizes (state every parameter and its admissible range).
