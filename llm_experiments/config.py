@@ -59,6 +59,9 @@ class TrainConfig:
                                  "none: the whole model on --device", ("none", "auto"), trajectory=False)
     gradient_checkpointing: bool = _f(False, "recompute each block's activations in the FO backward (less memory, "
                                              "one more forward of the FO pass)", trajectory=False)
+    fsdp: bool = _f(False, "shard the base weights over the ranks with FSDP2 (fully_shard): each rank perturbs and "
+                           "updates its shard only; the adapter stays whole (hybrid, zo-full, fo-peft, zo-peft)",
+                    trajectory=False)
     dist_timeout_s: float = _f(600.0, "distributed runs (torchrun / accelerate launch): seconds a collective may wait "
                                       "for the other ranks before the run stops with one line", trajectory=False)
     # task and data
@@ -157,6 +160,11 @@ class TrainConfig:
         if self.zo_difference == "forward" and self.fo_dropout and self.method == "hybrid":
             raise UserError("zo_difference=forward reuses the FO pass's loss as f(x); that needs a deterministic FO "
                             "pass: drop --fo-dropout or use --zo-difference central")
+        if self.fsdp and self.method == "fo-full":
+            raise UserError("--fsdp shards a ZO-trained or frozen base; fo-full trains the base by backprop: run it "
+                            "data parallel (without --fsdp)")
+        if self.fsdp and self.device_map != "none":
+            raise UserError("--fsdp and --device-map auto both place the base weights: use one")
         if self.device_map != "none" and self.device == "cpu":
             raise UserError("device_map=auto places layers on GPUs; with --device cpu leave --device-map none")
         if self.save_model == "merged" and self.uses_peft and self.peft in ("prefix", "prompt"):

@@ -49,7 +49,7 @@ from hybridtheory.algorithm import (EpochSampler, ParamGroup, ZOSettings, derive
 from hybridtheory.io import atomic_folder
 
 from .config import TrainConfig
-from .distributed import ReducedOracle, World, local_chunks
+from .distributed import ReducedOracle, World, gather_full, is_sharded, local_chunks, local_rows, local_shard
 from .errors import UserError
 from .models import ParamSplit, no_decay_parameter_ids
 
@@ -215,8 +215,20 @@ class Trainer:
         # before a master copy stands in for them)
         exempt = no_decay_parameter_ids(model)
         decay_masks = {name: [id(p) not in exempt for p in split.tensors(name)] for name in ("base", "adapter")}
-        # dtype policy: fp32 (or fp64) master of the ZO base block for 16-bit models
+        # sharded base (FSDP2): the groups hold this rank's local shards; ``shard_of[(group, i)]`` is the DTensor
+        # whose shard tensor i of the group is, ``starts`` where each shard begins in its full flat tensor
         base = split.tensors("base")
+        sharded = [is_sharded(p) for p in base]
+        self.shard_of: dict[tuple[str, int], object] = {}
+        starts: dict[int, int] = {}
+        if any(sharded):
+            dtensors, base = base, []
+            for i, p in enumerate(dtensors):
+                local, start = local_shard(p)
+                base.append(local)
+                self.shard_of[("base", i)] = p
+                starts[i] = start
+        # dtype policy: fp32 (or fp64) master of the ZO base block for 16-bit models
         master_name = cfg.base_master
         if master_name == "auto":
             master_name = "float32" if base and base[0].dtype in (torch.float16, torch.bfloat16) else "none"
@@ -245,7 +257,16 @@ class Trainer:
         fo_params = [p for g in self.groups if g.oracle == "fo" for p in g.params]
         for p in fo_params:
             p.requires_grad_(True)
-        self.zo = ZOSettings(mu=cfg.mu, law=cfg.zo_law, difference=cfg.zo_difference, queries=cfg.zo_queries)
+        zo_sharded = {}
+        if starts and base_oracle == "zo":  # each rank draws its shards' entries of the direction (counter-based)
+            zo_block = [p for g in self.groups if g.oracle == "zo" for p in g.params]
+            offsets = [starts[i] for i in range(len(base))] + [0] * (len(zo_block) - len(base))
+            dim = sum(self.shard_of[("base", i)].numel() for i in range(len(base))) + sum(
+                t.numel() for t in zo_block[len(base):])
+            zo_sharded = {"offsets": tuple(offsets), "reduce": lambda sq: self.world.sum_scalar(sq, "zo_norm"),
+                          "dim": dim}
+        self.zo = ZOSettings(mu=cfg.mu, law=cfg.zo_law, difference=cfg.zo_difference, queries=cfg.zo_queries,
+                             **zo_sharded)
         self.optimizer = None
         if fo_params and cfg.fo_optimizer != "sgd":
             kind = torch.optim.Adam if cfg.fo_optimizer == "adam" else torch.optim.AdamW
@@ -265,7 +286,17 @@ class Trainer:
     @torch.no_grad()
     def fingerprint(self) -> float:
         """A float64 checksum of every trained tensor (ranks compare it before the first step)."""
-        return sum(float(p.detach().to(torch.float64).sum()) for g in self.groups for p in g.params)
+        whole = sharded = 0.0
+        for g in self.groups:
+            for i, p in enumerate(g.params):
+                value = float(p.detach().to(torch.float64).sum())
+                if (g.name, i) in self.shard_of:
+                    sharded += value
+                else:
+                    whole += value
+        if self.shard_of:
+            sharded = float(self.world.sum_scalar(torch.tensor(sharded, dtype=torch.float64), "check"))
+        return whole + sharded
 
     # -------------------------------------------------------------- data order
     def next_indices(self, batch_size: int) -> list[int]:
@@ -315,6 +346,7 @@ class Trainer:
     def step(self, micro_batches: list[dict], weights: list[float] | None = None) -> dict:
         """One hybrid step on a minibatch (this rank's micro-batches and their loss weights, see
         :mod:`.distributed`); returns the metrics of this step."""
+        self.world.take_bytes()  # count this step's traffic only
         multiplier = self.schedule()
         self.fo_grad_norm = None
         oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, lambda: None, self.clock,
@@ -372,6 +404,8 @@ class Trainer:
             if g.name in self.start:
                 sq = sum(float((p.detach().to("cpu", torch.float64) - p0.to(torch.float64)).square().sum())
                          for p, p0 in zip(g.params, self.start[g.name]))
+                if any(key[0] == g.name for key in self.shard_of):  # shards: add up the ranks' pieces
+                    sq = float(self.world.sum_scalar(torch.tensor(sq, dtype=torch.float64), "displacement"))
                 out[g.name] = math.sqrt(sq)
         return out
 
@@ -381,15 +415,34 @@ class Trainer:
         with atomic_folder(Path(folder)) as tmp:
             self.write_state(tmp)
 
+    def gather_shards(self) -> None:
+        """Sharded base: gather the full tensors from every rank's shards for the next :meth:`write_state`
+        (rank 0 keeps them, on CPU). A collective: every rank calls it before rank 0 writes a checkpoint;
+        nothing to do without shards."""
+        self._gathered = {}
+        for (name, i), like in self.shard_of.items():
+            group = next((g for g in self.groups if g.name == name), None)
+            if group is None:  # a frozen sharded base is not part of the trainer's state
+                continue
+            full = gather_full(group.params[i].detach(), like)
+            if self.world.is_main:
+                self._gathered[f"{name}.{i}"] = full.to("cpu").contiguous().clone()
+
     def write_state(self, folder: Path) -> None:
         """Write the resumable state into the existing folder ``folder`` (the caller makes it atomic).
 
-        With :meth:`load_state`, the pluggable pair that defines what a checkpoint's trainer part is.
+        With :meth:`load_state`, the pluggable pair that defines what a checkpoint's trainer part is. A sharded
+        base is written in full (gathered by :meth:`gather_shards`), so a checkpoint is the same as an unsharded
+        run's and resumes at any world size.
         """
         from safetensors.torch import save_file
 
-        tensors = {f"{g.name}.{i}": p.detach().to("cpu").contiguous().clone()
+        gathered = getattr(self, "_gathered", {})
+        if len(gathered) != sum(1 for name, _ in self.shard_of if any(g.name == name for g in self.groups)):
+            raise RuntimeError("a sharded base needs gather_shards() on every rank before write_state()")
+        tensors = {f"{g.name}.{i}": gathered.get(f"{g.name}.{i}", p.detach()).to("cpu").contiguous().clone()
                    for g in self.groups for i, p in enumerate(g.params)}
+        self._gathered = {}
         save_file(tensors, str(folder / "params.safetensors"))
         if self.optimizer is not None:
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
@@ -410,6 +463,12 @@ class Trainer:
             for g in self.groups:
                 for i, p in enumerate(g.params):
                     saved = tensors[f"{g.name}.{i}"]
+                    like = self.shard_of.get((g.name, i))
+                    if like is not None:  # a sharded base: this rank's rows of the full tensor
+                        if saved.shape != like.shape:
+                            raise ValueError(f"tensor {g.name}.{i} has shape {tuple(saved.shape)}, "
+                                             f"the model {tuple(like.shape)}")
+                        saved = local_rows(saved, like)
                     if saved.shape != p.shape:
                         raise ValueError(f"tensor {g.name}.{i} has shape {tuple(saved.shape)}, "
                                          f"the model {tuple(p.shape)}")
@@ -428,7 +487,10 @@ class Trainer:
     def nonfinite_parameter(self) -> str | None:
         """Name of the first block holding a NaN/inf parameter, or None (one pass over the trained tensors)."""
         for g in self.groups:
-            if not all(bool(torch.isfinite(p).all()) for p in g.params):
+            bad = not all(bool(torch.isfinite(p).all()) for p in g.params)
+            if any(name == g.name for name, _ in self.shard_of):  # shards: every rank must reach the same answer
+                bad = float(self.world.sum_scalar(torch.tensor(float(bad)), "check")) > 0
+            if bad:
                 return g.name
         return None
 
