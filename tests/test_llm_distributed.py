@@ -315,3 +315,19 @@ def test_checkpointed_blocks_recompute_in_the_fo_backward_only(assets):
     assert torch.equal(plain[0], ckpt[0])
     for a, b in zip(plain[1], ckpt[1]):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------- GPU (benchmarks/gpu_check.sh)
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_one_gpu_fsdp_run_equals_the_plain_gpu_run(assets, tmp_path):
+    """World size 1 on one GPU (nccl, a one-rank in-memory group): the FSDP2-wrapped base (one shard = the whole
+    tensor, gathered by FSDP before every block) takes the same steps as the plain model; the saved model is
+    gathered and written as an unsharded one."""
+    common = dict(method="hybrid", device="cuda", **METHODS["hybrid"])
+    for name, extra in (("plain", {}), ("fsdp", {"fsdp": True, "save_model": "separate"})):
+        config = write_yaml(tmp_path / f"{name}.yaml", run_config(assets, tmp_path / name, **common, **extra))
+        assert main(["train", "--config", str(config)]) == 0
+    assert json.loads((tmp_path / "fsdp" / "run.json").read_text())["world"]["fsdp"] is True
+    assert_same_run(tmp_path / "plain", tmp_path / "fsdp")
+    assert (tmp_path / "fsdp" / "model" / "base" / "config.json").is_file()
