@@ -3,7 +3,8 @@
 #   1. the GPU tests (-m gpu, plus the Triton kernel = torch implementation and fused-path tests);
 #   2. `llm-hybrid bench` at the OPT-1.3B shape (bf16, batch 16 x 256): fo-peft, hybrid forward and central,
 #      zo-full and the MeZO-style loop, as ratios in one run;
-#   3. the same at the LLaMA-7B shape (bf16, batch 16 x 64): hybrid-forward, zo-full, the MeZO-style loop, fo-peft.
+#   3. the same at the LLaMA-7B shape (bf16, batch 16 x 64): hybrid-forward, zo-full, the MeZO-style loop, fo-peft;
+#   4. a one-GPU FSDP2 smoke run (world size 1) of the tiny model: sharded-base run == plain run (gpu_fsdp_smoke.txt).
 # Models are built from configs with random weights (no download). Writes benchmarks/results/gpu_*.json (device
 # named inside) and gpu_tests.txt. Runs from the source tree (PYTHONPATH), so nothing is installed or fetched:
 # it needs torch (CUDA), transformers, peft, and optionally triton (the kernels; without it the torch path runs).
@@ -44,6 +45,10 @@ timeout 240 "$PY" -m llm_experiments bench --device cuda --shape opt-1.3b --dtyp
 timeout 200 "$PY" -m llm_experiments bench --device cuda --shape llama-7b --dtype bfloat16 --batch-size 16 \
     --seq-len 64 --steps 3 --warmup 1 --no-drift --cases fo-peft,hybrid-forward,zo-full,mezo-loop \
     --out "$OUT/gpu_bench_llama-7b_bfloat16.json" || status=1
+
+# 4. one-GPU FSDP2 smoke run (world size 1, issue 10): the sharded-base path on CUDA/nccl equals the plain run
+timeout 180 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_llm_distributed.py 2>&1 | tail -5 \
+    | tee "$OUT/gpu_fsdp_smoke.txt" || status=1
 
 echo "gpu_check: done (status $status); results in $OUT"
 exit $status

@@ -195,6 +195,52 @@ def check_hessian(problem: FiniteSumProblem, j: Sequence[int], x: torch.Tensor, 
     return worst
 
 
+CONSTANT_NAMES = ("L_x", "L_c", "L0", "L1", "G_x", "G_y", "varsigma_x_sq", "varsigma_y_sq")
+
+
+def constant_ratios(problem: FiniteSumProblem, points: Sequence[tuple[int, torch.Tensor, torch.Tensor]],
+                    constants: HGSConstants | None = None) -> dict[str, float]:
+    """Per certified constant, the largest observed/certified ratio over unbatched points ``(j, x, y)``.
+
+    Each constant is isolated from the others, so a ratio > 1/2 means that half the constant is violated
+    at one of the points (the constant is within a factor 2 of tight), and a ratio near 1 that it is
+    attained: ``L_x``: ||H_xx||/L_x; ``L_c``: ||H_xy||/L_c; ``L0``: (||H_yy|| - L1||grad_y f||)/L0; ``L1``:
+    (||H_yy|| - L0)/(L1||grad_y f||); ``G_x``, ``G_y``: ||grad f||/G; ``varsigma_b_sq``: the heterogeneity
+    (1/n) sum_i ||grad_b f_i - grad_b F||^2 at (x, y) over varsigma_b^2. Constants that are 0 or ``None``
+    are left out (Hessian form; autograd, small problems only)."""
+    c = problem.constants() if constants is None else constants
+    worst = {k: -math.inf for k in CONSTANT_NAMES if getattr(c, k) not in (None, 0, 0.0)}
+
+    def norm2(m):
+        return 0.0 if m.numel() == 0 else float(torch.linalg.matrix_norm(m, ord=2))
+
+    def upd(k, v):
+        if k in worst:
+            worst[k] = max(worst[k], v)
+
+    for jk, x, y in points:
+        Hxx, Hxy, Hyy = problem.hessian_blocks(int(jk), x, y)
+        gx, gy = problem.grad(torch.tensor(int(jk)), x, y)
+        hyy, ngy = norm2(Hyy), float(gy.norm())
+        upd("L_x", norm2(Hxx) / c.L_x if c.L_x else 0.0)
+        upd("L_c", norm2(Hxy) / c.L_c if c.L_c else 0.0)
+        if c.L0:
+            upd("L0", (hyy - c.L1 * ngy) / c.L0)
+        if c.L1 and ngy > 0:
+            upd("L1", (hyy - c.L0) / (c.L1 * ngy))
+        if c.G_x:
+            upd("G_x", float(gx.norm()) / c.G_x)
+        if c.G_y:
+            upd("G_y", ngy / c.G_y)
+        if c.varsigma_x_sq or c.varsigma_y_sq:
+            ax, ay = problem.grad(torch.arange(problem.n), x, y)
+            if c.varsigma_x_sq:
+                upd("varsigma_x_sq", float((ax - ax.mean(0)).square().sum(-1).mean()) / c.varsigma_x_sq)
+            if c.varsigma_y_sq:
+                upd("varsigma_y_sq", float((ay - ay.mean(0)).square().sum(-1).mean()) / c.varsigma_y_sq)
+    return worst
+
+
 # -- 2. empirical local constants -----------------------------------------------------------------
 
 Block = list  # a parameter block: a list of tensors (a flat tensor is wrapped as [tensor])

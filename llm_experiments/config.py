@@ -60,6 +60,9 @@ class TrainConfig:
                                  "none: the whole model on --device", ("none", "auto"), trajectory=False)
     gradient_checkpointing: bool = _f(False, "recompute each block's activations in the FO backward (less memory, "
                                              "one more forward of the FO pass)", trajectory=False)
+    fsdp: bool = _f(False, "shard the base weights over the ranks with FSDP2 (fully_shard): each rank perturbs and "
+                           "updates its shard only; the adapter stays whole (hybrid, zo-full, fo-peft, zo-peft)",
+                    trajectory=False)
     dist_timeout_s: float = _f(600.0, "distributed runs (torchrun / accelerate launch): seconds a collective may wait "
                                       "for the other ranks before the run stops with one line", trajectory=False)
     # task and data
@@ -118,6 +121,8 @@ class TrainConfig:
     log_every: int = _f(1, "write a metrics.jsonl line every this many steps", trajectory=False)
     track_displacement: bool = _f(True, "log ||block - block_start|| at evaluations (keeps a CPU copy of the start)",
                                   trajectory=False)
+    phase_detail: bool = _f(False, "per-phase times and peak memory on CUDA (synchronises the GPU at every phase; "
+                                   "CPU always has them)", trajectory=False)
     # outputs
     output_dir: str = _f("runs/run", "run folder", kind=str, trajectory=False)
     save_model: str = _f("separate", "separate (base + adapter folders), merged (LoRA/IA3 merged into base) or none",
@@ -158,6 +163,11 @@ class TrainConfig:
         if self.zo_difference == "forward" and self.fo_dropout and self.method == "hybrid":
             raise UserError("zo_difference=forward reuses the FO pass's loss as f(x); that needs a deterministic FO "
                             "pass: drop --fo-dropout or use --zo-difference central")
+        if self.fsdp and self.method == "fo-full":
+            raise UserError("--fsdp shards a ZO-trained or frozen base; fo-full trains the base by backprop: run it "
+                            "data parallel (without --fsdp)")
+        if self.fsdp and self.device_map != "none":
+            raise UserError("--fsdp and --device-map auto both place the base weights: use one")
         if self.device_map != "none" and self.device == "cpu":
             raise UserError("device_map=auto places layers on GPUs; with --device cpu leave --device-map none")
         if self.save_model == "merged" and self.uses_peft and self.peft in ("prefix", "prompt"):

@@ -170,14 +170,19 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
-def init_world(device: torch.device, timeout_s: float = 600.0) -> World:
+def init_world(device: torch.device, timeout_s: float = 600.0, need_group: bool = False) -> World:
     """The :class:`World` of this process, from the launcher's environment (one process without it).
 
     ``device`` is the run's resolved device: with CUDA, rank r uses ``cuda:LOCAL_RANK`` and nccl; on CPU,
-    gloo. Initialises the default process group once (a second call reuses it).
+    gloo. Initialises the default process group once (a second call reuses it). ``need_group``: a single
+    process still gets a (one-rank, in-memory) process group, which FSDP2 needs.
     """
     size = launched_world_size()
     if size <= 1:
+        import torch.distributed as dist
+        if need_group and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0,
+                                    world_size=1, timeout=datetime.timedelta(seconds=timeout_s))
         return World(device=device, timeout_s=timeout_s)
     missing = [v for v in LAUNCH_VARIABLES if v not in os.environ]
     if missing:
@@ -268,3 +273,75 @@ class ReducedOracle:
         total = self.world.sum_scalar(loss, "fo_loss")
         self.losses.append(total)
         return total, grads
+
+
+# ---------------------------------------------------------------------- sharded base (FSDP2)
+def shard_model(model, split, world: World):
+    """Shard the base weights over the ranks with FSDP2 (``fully_shard`` on every transformer block, then on the
+    whole model, over a 1-D mesh of all ranks); the adapter stays whole on every rank (``ignored_params``: it is
+    small and trained like in data parallel). Returns the :class:`~llm_experiments.models.ParamSplit` of the
+    sharded model (base tensors are now DTensors sharded on dim 0).
+
+    Every forward all-gathers each block's weights from the shards and frees them after the block
+    (``reshard_after_forward=True``, also for the root, so no forward ever sees a stale gathered copy after a
+    shard changed in place).
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from .models import ParamSplit
+
+    mesh = init_device_mesh(world.device.type, (world.size,))
+    adapter = set(split.tensors("adapter"))
+    blocks = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for block in blocks:
+        fully_shard(block, mesh=mesh, reshard_after_forward=True, ignored_params=adapter)
+    fully_shard(model, mesh=mesh, reshard_after_forward=True, ignored_params=adapter)
+    params = dict(model.named_parameters())
+    return ParamSplit(base=[(n, params[n]) for n, _ in split.base], adapter=[(n, params[n]) for n, _ in split.adapter])
+
+
+def is_sharded(t) -> bool:
+    from torch.distributed.tensor import DTensor
+    return isinstance(t, DTensor)
+
+
+def local_shard(p) -> tuple[torch.Tensor, int]:
+    """This rank's piece of a dim-0-sharded DTensor (a view: changing it changes what every forward gathers) and
+    where it starts in the full tensor's flat entries."""
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    if tuple(p.placements) != (Shard(0),):
+        raise ValueError(f"expected a DTensor sharded on dim 0, got placements {p.placements}")
+    _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+    row = offset[0] if len(offset) else 0
+    row_numel = 1
+    for n in p.shape[1:]:
+        row_numel *= int(n)
+    return p.to_local(), int(row) * row_numel
+
+
+def gather_full(local: torch.Tensor, like) -> torch.Tensor:
+    """The full tensor whose dim-0 shards are the ranks' ``local`` tensors, laid out like DTensor ``like``
+    (``local`` may be a master copy in another dtype). A collective: every rank calls it."""
+    from torch.distributed.tensor import DTensor
+    return DTensor.from_local(local, like.device_mesh, like.placements, shape=like.shape,
+                              stride=like.stride()).full_tensor()
+
+
+def local_rows(full: torch.Tensor, like) -> torch.Tensor:
+    """This rank's rows of a full tensor, for DTensor ``like`` (sharded on dim 0)."""
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    shape, offset = compute_local_shape_and_global_offset(like.shape, like.device_mesh, like.placements)
+    start = offset[0] if len(offset) else 0
+    return full[start:start + shape[0]] if full.dim() else full
+
+
+def full_state_dict(model) -> dict:
+    """Every tensor of a sharded model in full, on CPU, on rank 0 (empty elsewhere). A collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

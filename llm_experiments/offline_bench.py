@@ -660,6 +660,17 @@ def _run_all(out_dir: Path, cfg: BenchConfig, runner: _Runner, model_dir: Path, 
     stages["total_s"] = time.perf_counter() - t0
     manifest = _manifest(cfg, stages, runner, figs + [out_dir / "probe_constants.png", out_dir / "probe_l0l1.png"],
                          workers)
+    # the compute record of the run that last computed cells survives replots from the cache
+    old = out_dir / "manifest.json"
+    previous = json.loads(old.read_text()) if old.is_file() else {}
+    if runner.computed:
+        manifest["last_compute"] = {k: manifest[k] for k in ("revision", "stages_s", "cells_computed", "workers",
+                                                             "load_average_at_end", "cpu_count")}
+        manifest["last_compute"]["pretrain_s_when_built"] = pre_info.get("seconds")
+    elif "last_compute" in previous or previous.get("cells_computed"):
+        manifest["last_compute"] = previous.get("last_compute") or {
+            k: previous.get(k) for k in ("revision", "stages_s", "cells_computed", "workers", "load_average_at_end",
+                                         "cpu_count")} | {"pretrain_s_when_built": pre_info.get("seconds")}
     atomic_write_json(out_dir / "manifest.json", manifest, default=str)
     log(md)
     log(f"wrote {out_dir} in {stages['total_s']:.0f} s ({runner.computed} cells computed)")
@@ -786,7 +797,8 @@ def plot_bench(result: dict, cfg: BenchConfig, out_dir: Path) -> list[Path]:
     paths = []
     fig, axes = plt.subplots(1, len(cfg.tasks), figsize=(6 * len(cfg.tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], cfg.tasks):
-        for label in ("fo-full", "fo-peft", "zo-full", "zo-peft", "hybrid", "hybrid lr_base=0", "hybrid-sgd (theory)"):
+        for label in ("fo-full", "fo-peft", "zo-full", "zo-peft", "hybrid", "hybrid lr_base=0", "hybrid-sgd (tuned)",
+                      "hybrid-sgd (theory)"):
             cs = [c for c in cells if c["cell"]["task"] == task and c["cell"]["label"] == label]
             if not cs:
                 continue
@@ -812,7 +824,8 @@ def plot_bench(result: dict, cfg: BenchConfig, out_dir: Path) -> list[Path]:
                 color=["C1" if r["label"].startswith("hybrid") else "C0" for r in rs])
         ax.set_yticks(range(len(rs)), [r["label"] for r in rs], fontsize=8)
         ax.axvline(rs[0]["majority"], color="grey", ls=":", lw=0.8, label="majority class")
-        ax.set(xlabel=f"eval accuracy ({len(cfg.seeds)} seeds, 95% CI)", xlim=(0, 1), title=task)
+        ax.set(xlabel="eval accuracy (mean and 95% CI over seeds; seeds per row in table.md)", xlim=(0, 1),
+               title=f"{task} ({TASK_KINDS[task].split(' (')[0]})")
         ax.invert_yaxis()
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -138,6 +138,19 @@ def load_run_model(run_dir: str | Path, dtype: str | None = None):
     return model, tokenizer, cfg
 
 
+def unsharded_copy(model, state: dict, cfg: TrainConfig):
+    """A plain (unsharded, CPU) copy of a sharded model holding ``state`` (its full state dict), for saving."""
+    from .models import attach_peft, load_model_and_tokenizer
+
+    plain, _ = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code)
+    if cfg.uses_peft:
+        plain = attach_peft(plain, cfg.peft, seed=cfg.seed, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                            lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
+                            num_virtual_tokens=cfg.num_virtual_tokens)
+    plain.load_state_dict(state)
+    return plain
+
+
 # ---------------------------------------------------------------------- one run
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -155,7 +168,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     from tqdm.auto import tqdm
 
     from .data import check_candidates, collate_candidates, encode_for_training, load_splits
-    from .distributed import init_world
+    from .distributed import full_state_dict, init_world, shard_model
     from .evaluation import evaluate
     from .models import attach_peft, checkpoint_layers, input_device, load_model_and_tokenizer, split_parameters
     from .scoring import objective_loss_fn
@@ -168,7 +181,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     spec = get_task(cfg.task, cfg.winogrande_scoring)
     objective = resolve_objective(spec, cfg.objective)
     # torchrun / accelerate launch: one process per rank, each on its own device; rank 0 alone writes RUN/
-    world = init_world(resolve_device(cfg.device), cfg.dist_timeout_s)
+    world = init_world(resolve_device(cfg.device), cfg.dist_timeout_s, need_group=cfg.fsdp)
     device, main = world.device, world.is_main
     world.barrier()  # every rank has applied the rule before rank 0 writes anything
     if cfg.device_map != "none" and world.distributed:
@@ -196,6 +209,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     if cfg.gradient_checkpointing:
         checkpoint_layers(model)
     split = split_parameters(model)
+    if cfg.fsdp:  # the base becomes dim-0 shards over the ranks; the trainer perturbs and updates its shards
+        split = shard_model(model, split, world)
     encoded = encode_for_training(splits.train, tokenizer, spec, cfg.max_length, objective)
     if not encoded:
         raise UserError(f"task {cfg.task}: no training examples after encoding")
@@ -247,6 +262,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
         evals, metrics = NullLog(), NullLog()
 
     def checkpoint(tr, new_best: bool) -> None:
+        tr.gather_shards()  # a sharded base: every rank sends its shards, rank 0 writes the full tensors
         if main:
             write_checkpoint(run_dir, tr, {"phase": phase, "step": tr.state.step, "best": best,
                                            "logs": {"metrics.jsonl": metrics.length, "evals.jsonl": evals.length}},
@@ -273,7 +289,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
                 "base_master": trainer.master_dtype, "dtype": cfg.dtype, "objective": objective,
                 "fo_precision": trainer.precision.describe(),
-                "scoring": spec.scoring, "world": {"size": world.size, "backend": world.backend},
+                "scoring": spec.scoring, "world": {"size": world.size, "backend": world.backend, "fsdp": cfg.fsdp},
                 "param_devices": sorted({str(p.device) for p in model.parameters()}), "data_capped": capped}
     if folder.mode == "resume":
         run_info["resumed_at_step"] = trainer.state.step
@@ -326,6 +342,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
         results["diverged"] = diverged
     evals.close()
     metrics.close()
+    if cfg.fsdp and cfg.save_model != "none":  # gather the sharded model; rank 0 saves it as an unsharded one
+        state = full_state_dict(model)  # a collective: every rank takes part, rank 0 receives
+        model = unsharded_copy(model, state, cfg) if main else None
     if not main:
         return results
     results["saved_model"] = save_model(model, tokenizer, cfg, run_dir / "model")

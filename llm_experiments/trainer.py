@@ -49,7 +49,7 @@ from hybridtheory.algorithm import (EpochSampler, ParamGroup, ZOSettings, derive
 from hybridtheory.io import atomic_folder
 
 from .config import TrainConfig
-from .distributed import ReducedOracle, World, local_chunks
+from .distributed import ReducedOracle, World, gather_full, is_sharded, local_chunks, local_rows, local_shard
 from .errors import UserError
 from .models import ParamSplit, no_decay_parameter_ids, torch_dtype
 from .precision import MAX_RETRIES, FOPrecision
@@ -81,18 +81,22 @@ def passes_per_step(cfg: TrainConfig) -> tuple[int, int]:
 
 
 class PhaseClock:
-    """Wall time and (on CUDA) peak allocated memory per phase of a step, and the whole step's peak.
+    """Step time, the whole step's peak memory (CUDA), and optionally the same per phase of a step.
 
-    CUDA has one peak counter; each phase resets it, so before every reset the peak of the interval that
-    just ended is folded into the step's peak (``peaks["step"]``), which thus also covers the work between
-    phases (perturbations, ZO update). Each phase boundary synchronises (a CPU-GPU sync point) so the times
-    are the GPU's.
+    The step is timed with CUDA events on GPU (one wait, at the end of the step) and with the wall clock on CPU.
+    Per-phase detail is free on CPU and always on there. On CUDA it is opt-in (``detail``): each phase boundary
+    then synchronises the GPU (so the phase times are the GPU's) and resets the one peak counter, folding the
+    peak of the interval that just ended into the step's peak (``peaks["step"]``). Without detail there is no
+    synchronisation inside the step, and the step's peak is read once at its end.
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, detail: bool = False):
         self.cuda = device.type == "cuda"
+        self.detail = detail or not self.cuda
         self.times: dict[str, float] = {}
         self.peaks: dict[str, float] = {}
+        self._events = None
+        self._wall = 0.0
 
     def _fold(self) -> float:
         peak = torch.cuda.max_memory_allocated() / 2**20
@@ -101,6 +105,9 @@ class PhaseClock:
 
     @contextmanager
     def phase(self, name: str):
+        if not self.detail:
+            yield
+            return
         if self.cuda:
             torch.cuda.synchronize()
             self._fold()
@@ -117,8 +124,20 @@ class PhaseClock:
     def start(self) -> None:
         """Begin a step: forget peaks of whatever ran between steps (evaluation, logging)."""
         if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats()  # allocator statistics live on the host: no sync needed
+            if torch.cuda.is_available():
+                self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                self._events[0].record()
+        self._wall = time.perf_counter()
+
+    def stop(self) -> float:
+        """End a step: its duration in seconds (CUDA events on GPU: waits for the step's kernels)."""
+        if self.cuda and self._events is not None:
+            begin, end = self._events
+            end.record()
+            end.synchronize()
+            return begin.elapsed_time(end) / 1e3
+        return time.perf_counter() - self._wall
 
     def take(self) -> tuple[dict, dict]:
         if self.cuda:
@@ -211,7 +230,7 @@ class Trainer:
         self.model, self.cfg, self.device, self.loss_fn = model, cfg, device, loss_fn
         self.world = world or World(device=device)  # one process: collectives are no-ops
         self.state = TrainState()
-        self.clock = PhaseClock(device)
+        self.clock = PhaseClock(device, detail=cfg.phase_detail)
         self.peak_mem_mb: dict[str, float] = {}  # CUDA only: max over steps, per phase and "step"
         self.sampler = EpochSampler(n=n_train, seed=cfg.seed, replacement=cfg.sampling == "replacement")
         base_oracle, adapter_oracle = METHOD_ORACLES[cfg.method]
@@ -223,8 +242,20 @@ class Trainer:
         # before a master copy stands in for them)
         exempt = no_decay_parameter_ids(model)
         decay_masks = {name: [id(p) not in exempt for p in split.tensors(name)] for name in ("base", "adapter")}
-        # dtype policy: fp32 (or fp64) master of the ZO base block for 16-bit models
+        # sharded base (FSDP2): the groups hold this rank's local shards; ``shard_of[(group, i)]`` is the DTensor
+        # whose shard tensor i of the group is, ``starts`` where each shard begins in its full flat tensor
         base = split.tensors("base")
+        sharded = [is_sharded(p) for p in base]
+        self.shard_of: dict[tuple[str, int], object] = {}
+        starts: dict[int, int] = {}
+        if any(sharded):
+            dtensors, base = base, []
+            for i, p in enumerate(dtensors):
+                local, start = local_shard(p)
+                base.append(local)
+                self.shard_of[("base", i)] = p
+                starts[i] = start
+        # dtype policy: fp32 (or fp64) master of the ZO base block for 16-bit models
         master_name = cfg.base_master
         if master_name == "auto":
             master_name = "float32" if base and base[0].dtype in (torch.float16, torch.bfloat16) else "none"
@@ -256,7 +287,16 @@ class Trainer:
         self.precision.prepare(fo_params)
         for p in fo_params:
             p.requires_grad_(True)
-        self.zo = ZOSettings(mu=cfg.mu, law=cfg.zo_law, difference=cfg.zo_difference, queries=cfg.zo_queries)
+        zo_sharded = {}
+        if starts and base_oracle == "zo":  # each rank draws its shards' entries of the direction (counter-based)
+            zo_block = [p for g in self.groups if g.oracle == "zo" for p in g.params]
+            offsets = [starts[i] for i in range(len(base))] + [0] * (len(zo_block) - len(base))
+            dim = sum(self.shard_of[("base", i)].numel() for i in range(len(base))) + sum(
+                t.numel() for t in zo_block[len(base):])
+            zo_sharded = {"offsets": tuple(offsets), "reduce": lambda sq: self.world.sum_scalar(sq, "zo_norm"),
+                          "dim": dim}
+        self.zo = ZOSettings(mu=cfg.mu, law=cfg.zo_law, difference=cfg.zo_difference, queries=cfg.zo_queries,
+                             **zo_sharded)
         self.optimizer = None
         if fo_params and cfg.fo_optimizer != "sgd":
             kind = torch.optim.Adam if cfg.fo_optimizer == "adam" else torch.optim.AdamW
@@ -276,7 +316,17 @@ class Trainer:
     @torch.no_grad()
     def fingerprint(self) -> float:
         """A float64 checksum of every trained tensor (ranks compare it before the first step)."""
-        return sum(float(p.detach().to(torch.float64).sum()) for g in self.groups for p in g.params)
+        whole = sharded = 0.0
+        for g in self.groups:
+            for i, p in enumerate(g.params):
+                value = float(p.detach().to(torch.float64).sum())
+                if (g.name, i) in self.shard_of:
+                    sharded += value
+                else:
+                    whole += value
+        if self.shard_of:
+            sharded = float(self.world.sum_scalar(torch.tensor(sharded, dtype=torch.float64), "check"))
+        return whole + sharded
 
     # -------------------------------------------------------------- data order
     def next_indices(self, batch_size: int) -> list[int]:
@@ -326,6 +376,7 @@ class Trainer:
     def step(self, micro_batches: list[dict], weights: list[float] | None = None) -> dict:
         """One hybrid step on a minibatch (this rank's micro-batches and their loss weights, see
         :mod:`.distributed`); returns the metrics of this step."""
+        self.world.take_bytes()  # count this step's traffic only
         multiplier = self.schedule()
         self.fo_grad_norm = None
         oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, lambda: None, self.clock,
@@ -334,12 +385,9 @@ class Trainer:
         if self.world.distributed:
             oracle = ReducedOracle(oracle, self.world)
         self.clock.start()
-        start = time.perf_counter()
         info = hybrid_step(self.groups, oracle, self.zo, derive_seed(self.cfg.seed, self.state.step),
                            fo_point=self.cfg.fo_point, fo_update=self.fo_update)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        step_s = time.perf_counter() - start
+        step_s = self.clock.stop()
         times, peaks = self.clock.take()
         if info.loss is not None:              # the FO pass's loss (at x; at the updated x for gauss_seidel)
             loss = info.loss
@@ -355,7 +403,8 @@ class Trainer:
         self.state.forwards += info.forwards
         self.state.backwards += info.backwards
         self.state.elapsed_s += step_s
-        times["other"] = max(step_s - sum(times.values()), 0.0)  # perturb/restore passes, ZO update, syncs
+        if self.clock.detail:
+            times["other"] = max(step_s - sum(times.values()), 0.0)  # perturb/restore passes, ZO update, syncs
         metrics = {
             "step": self.state.step, "epoch": self.state.epoch, "loss": float(loss),
             "lr": {g.name: float(g.lr) for g in self.groups}, "oracle": {g.name: g.oracle for g in self.groups},
@@ -387,6 +436,8 @@ class Trainer:
             if g.name in self.start:
                 sq = sum(float((p.detach().to("cpu", torch.float64) - p0.to(torch.float64)).square().sum())
                          for p, p0 in zip(g.params, self.start[g.name]))
+                if any(key[0] == g.name for key in self.shard_of):  # shards: add up the ranks' pieces
+                    sq = float(self.world.sum_scalar(torch.tensor(sq, dtype=torch.float64), "displacement"))
                 out[g.name] = math.sqrt(sq)
         return out
 
@@ -396,15 +447,34 @@ class Trainer:
         with atomic_folder(Path(folder)) as tmp:
             self.write_state(tmp)
 
+    def gather_shards(self) -> None:
+        """Sharded base: gather the full tensors from every rank's shards for the next :meth:`write_state`
+        (rank 0 keeps them, on CPU). A collective: every rank calls it before rank 0 writes a checkpoint;
+        nothing to do without shards."""
+        self._gathered = {}
+        for (name, i), like in self.shard_of.items():
+            group = next((g for g in self.groups if g.name == name), None)
+            if group is None:  # a frozen sharded base is not part of the trainer's state
+                continue
+            full = gather_full(group.params[i].detach(), like)
+            if self.world.is_main:
+                self._gathered[f"{name}.{i}"] = full.to("cpu").contiguous().clone()
+
     def write_state(self, folder: Path) -> None:
         """Write the resumable state into the existing folder ``folder`` (the caller makes it atomic).
 
-        With :meth:`load_state`, the pluggable pair that defines what a checkpoint's trainer part is.
+        With :meth:`load_state`, the pluggable pair that defines what a checkpoint's trainer part is. A sharded
+        base is written in full (gathered by :meth:`gather_shards`), so a checkpoint is the same as an unsharded
+        run's and resumes at any world size.
         """
         from safetensors.torch import save_file
 
-        tensors = {f"{g.name}.{i}": p.detach().to("cpu").contiguous().clone()
+        gathered = getattr(self, "_gathered", {})
+        if len(gathered) != sum(1 for name, _ in self.shard_of if any(g.name == name for g in self.groups)):
+            raise RuntimeError("a sharded base needs gather_shards() on every rank before write_state()")
+        tensors = {f"{g.name}.{i}": gathered.get(f"{g.name}.{i}", p.detach()).to("cpu").contiguous().clone()
                    for g in self.groups for i, p in enumerate(g.params)}
+        self._gathered = {}
         save_file(tensors, str(folder / "params.safetensors"))
         if self.optimizer is not None:
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
@@ -425,6 +495,12 @@ class Trainer:
             for g in self.groups:
                 for i, p in enumerate(g.params):
                     saved = tensors[f"{g.name}.{i}"]
+                    like = self.shard_of.get((g.name, i))
+                    if like is not None:  # a sharded base: this rank's rows of the full tensor
+                        if saved.shape != like.shape:
+                            raise ValueError(f"tensor {g.name}.{i} has shape {tuple(saved.shape)}, "
+                                             f"the model {tuple(like.shape)}")
+                        saved = local_rows(saved, like)
                     if saved.shape != p.shape:
                         raise ValueError(f"tensor {g.name}.{i} has shape {tuple(saved.shape)}, "
                                          f"the model {tuple(p.shape)}")
@@ -443,7 +519,10 @@ class Trainer:
     def nonfinite_parameter(self) -> str | None:
         """Name of the first block holding a NaN/inf parameter, or None (one pass over the trained tensors)."""
         for g in self.groups:
-            if not all(bool(torch.isfinite(p).all()) for p in g.params):
+            bad = not all(bool(torch.isfinite(p).all()) for p in g.params)
+            if any(name == g.name for name, _ in self.shard_of):  # shards: every rank must reach the same answer
+                bad = float(self.world.sum_scalar(torch.tensor(float(bad)), "check")) > 0
+            if bad:
                 return g.name
         return None
 

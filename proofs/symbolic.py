@@ -237,14 +237,17 @@ def zo_moments(law: str = "sphere", mu_=mu):
 
 
 Bx, By = sp.symbols("B_x B_y", nonnegative=True)   # relaxed heterogeneity: <= B ||grad F||^2 + varsigma^2
+# the constants of Theorem 2's proof, used by the statement and by the checks of its derivation alike
+DESCENT2 = sp.Rational(1, 5)        # descent left per epoch: -(1/5) n eta ||grad||^2
+CAP2_X, CAP2_Q, CAP2_Y = 16, 64, 8  # eta_x <= 1/(16 n Lhat_x), q/(64 kappa Lhat_x); eta_y <= 1/(8 n Lhat_y)
 
 
 def theorem2_caps(law: str = "sphere", Bx_=0, By_=0):
     r"""Theorem 2's caps: :math:`\eta_x\le\min\{1/(16n\hat L_x), q/(64\kappa\hat L_x)\}/(1+B_x)`,
     :math:`\eta_y\le1/(8n\hat L_y(1+B_y))`."""
     kappa = zo_moments(law)[0]
-    return (sp.Min(1 / (16 * n * Lhat_x), q / (64 * kappa * Lhat_x)) / (1 + Bx_),
-            1 / (8 * n * Lhat_y * (1 + By_)))
+    return (sp.Min(1 / (CAP2_X * n * Lhat_x), q / (CAP2_Q * kappa * Lhat_x)) / (1 + Bx_),
+            1 / (CAP2_Y * n * Lhat_y * (1 + By_)))
 
 
 def theorem2_pieces(law: str = "sphere", eta_x_=eta_x, eta_y_=eta_y, mu_=mu, Ly=None):
@@ -278,7 +281,7 @@ def theorem2_epoch_error(law: str = "sphere", eta_x_=eta_x, eta_y_=eta_y, mu_=mu
 
 def theorem2_rhs(law: str = "sphere", eta_x_=eta_x, eta_y_=eta_y, mu_=mu, T_=T, Ly=None):
     r""":math:`W_2 = 5\Delta/(nT) + 5E_2/n` of Theorem 2 (2)."""
-    return 5 * Delta / (n * T_) + 5 * theorem2_epoch_error(law, eta_x_, eta_y_, mu_, Ly) / n
+    return Delta / (DESCENT2 * n * T_) + theorem2_epoch_error(law, eta_x_, eta_y_, mu_, Ly) / (DESCENT2 * n)
 
 
 def theorem2_gradient_coefficients(law: str = "sphere", Ly=None, Bx_=0, By_=0):
@@ -320,4 +323,5 @@ def theorem2_coefficient_majorants():
     return cx, cy, det
 
 
-THEOREM2_CAP_VALUES = {u_: sp.Rational(1, 16), w_: sp.Rational(1, 64), v_: sp.Rational(1, 8)}
+# u = eta_x n Lhat_x, w = eta_x Lhat_x kappa/q, v = eta_y n Lhat_y at the caps (kappa = the law's factor)
+THEOREM2_CAP_VALUES = {u_: sp.Rational(1, CAP2_X), w_: sp.Rational(1, CAP2_Q), v_: sp.Rational(1, CAP2_Y)}

@@ -34,6 +34,8 @@ Lemma 4(c) e^y         E|e^y|^2 <= E_y
 Lemma 4(d) N           E|N|^2 <= sigma^2/n (quadratic family only: zero smoothing bias, so N is exact)
 Theorem 1 (1)          E[F(z_{t+1})] - F(z_t) + (n/4)(eta_x|g_x|^2 + eta_y|g_y|^2) <= error terms of (1)
 Theorem 1 (2)          (1/T) sum_t E[eta_x|grad_x F|^2 + eta_y|grad_y F|^2] <= W
+(V) heterogeneity      (1/n) sum_i |grad_b f_i - grad_b F|^2 <= varsigma_b^2 (Theorem 2's assumption)
+Theorem 2 (2)          (1/T) sum_t E[eta_x|grad_x F|^2 + eta_y|grad_y F|^2] <= W_2 (no gradient bound; q queries)
 Prop. 5 (ramp)         ramp under Corollary 1's schedule: fraction of replicates at ||grad F|| <= eps before
                        epoch T_low, against the bound p of ``proofs/05-ramp.md``; and T_low/T_emp
 Cor. 1 (ramp)          T_emp/T(eps), and the ergodic average of ||grad F||^2 over T(eps) epochs vs eps^2
@@ -344,6 +346,41 @@ def check_theorem1(checks: Checks, fam: str, p: FiniteSumProblem, R: int, Ts, mu
                         tag(p, law=law, mu=mu, step=s, T=T), float(avg.mean()), W, float(avg.std()) / math.sqrt(R))
 
 
+# -- Theorem 2 (2): heterogeneity instead of bounded gradients (proofs/07-theorem2.md) -------------------
+def check_theorem2(checks: Checks, R: int, Ts, quick: bool, seed: int) -> None:
+    from hybridtheory.objectives import make
+    probs = [make("hetero", eps=0.3, varsigma=1.0, dx=3), make("hetero", eps=0.3, varsigma=0.0, dx=3),
+             make("ramp", eps=0.3, dx=3, n=2)]
+    if not quick:
+        probs += [make("hetero", eps=0.5, varsigma=0.3, dx=8, n=4), make("ramp", eps=0.5, dx=6, n=4, beta=0.5)]
+    gen = torch.Generator().manual_seed(seed)
+    for p in probs:
+        fam = p.name
+        c = p.constants()
+        # (V): the certified heterogeneity against its value at random points (exact for these families)
+        x, y = sample_points(p, 200, gen)
+        gx, gy = p.grad(torch.arange(p.n)[:, None], x.unsqueeze(0), y.unsqueeze(0))
+        for blk, g, v in (("x", gx, c.varsigma_x_sq), ("y", gy, c.varsigma_y_sq)):
+            if v:
+                het = (g - g.mean(0)).square().sum(-1).mean(0)
+                checks.get_check(f"(V) heterogeneity {blk}", fam).add(tag(p), float(het.max()), v)
+        delta = gap(p)
+        laws = ("sphere", "rademacher") if quick else ("sphere", "gaussian", "rademacher")
+        for law in laws:
+            for q in ((1,) if quick else (1, 3)):
+                cx, cy = bounds.theorem2_caps(c, p.n, p.dx, q, law)
+                for s in ((1.0,) if quick else (1.0, 0.3)):
+                    cfg = RunConfig(method="hybrid", eta_x=s * cx, eta_y=s * cy, mu=0.05, law=law, epochs=max(Ts),
+                                    replicates=R, seed=seed, queries=q)
+                    tr = run(p, cfg)
+                    for T in Ts:
+                        avg = (s * cx * tr.grad_sq_x[:T] + s * cy * tr.grad_sq_y[:T]).mean(0)
+                        W = bounds.theorem2_rhs(c, p.n, p.dx, s * cx, s * cy, 0.05, T, delta, c.varsigma_x_sq,
+                                                c.varsigma_y_sq, q, law)
+                        checks.get_check("Theorem 2 (2) ergodic", fam).add(
+                            tag(p, law=law, q=q, step=s, T=T), float(avg.mean()), W, float(avg.std()) / math.sqrt(R))
+
+
 # -- Proposition 5: the ramp under Corollary 1's schedule ------------------------------------------------
 def ramp_lower_bound(eps: float, delta: float, eta_x: float, n: int, s2: float) -> tuple[int, float]:
     r"""(T_low, p) of ``proofs/05-ramp.md``: with probability >= 1 - p no iterate has x_1 <= 1 (hence
@@ -410,6 +447,9 @@ def verify(quick: bool = False, seed: int = 0, log=print) -> list[dict]:
             check_epoch(checks, fam, p, R_epoch, mus, quick, seed + k)
             check_theorem1(checks, fam, p, R_run, Ts, mus_run, quick, seed + k)
             log(f"  {fam} {tag(p)}: {time.time() - t0:.1f}s")
+    t0 = time.time()
+    check_theorem2(checks, R_run, Ts, quick, seed)
+    log(f"  Theorem 2: {time.time() - t0:.1f}s")
     if not quick:
         t0 = time.time()
         check_ramp(checks, 64, (0.45, 0.4, 0.35), seed, log)

@@ -47,6 +47,14 @@ def test_heterogeneity_summary(quick_out):
     assert set(summary["1"]["binding_terms"]) == {"T_het"} and set(summary["0"]["binding_terms"]) == {"T_cap"}
 
 
+def test_blockwise_summary(quick_out):
+    """Corollary 5 on HYB and LoRA regression: the measured block-wise ergodic averages stay under W/eta_b."""
+    summary = json.loads((quick_out / "blockwise.json").read_text())
+    assert set(summary) == {"hyb", "lora"}
+    for name, s in summary.items():
+        assert 0 < s["largest_measured_over_corollary5_bound"] <= 1.0, name
+
+
 def test_second_call_uses_the_cache(quick_out):
     assert main(["--quick", "--out", str(quick_out), "--only", "variance_slope"]) == 0
     man = json.loads((quick_out / "manifest.json").read_text())

@@ -161,7 +161,8 @@ def test_token_weights_sum_to_one_over_ranks_and_empty_slices_weigh_zero():
 
 
 # ---------------------------------------------------------------------------- 2 ranks == 1 process
-METHODS = {"hybrid": {"fo_optimizer": "adam"}, "zo-full": {}, "fo-peft": {}}
+METHODS = {"hybrid": {"fo_optimizer": "adam"}, "zo-full": {}, "fo-peft": {},
+           "zo-sphere": {"method": "zo-full", "zo_law": "sphere"}}
 
 
 @pytest.fixture(scope="module")
@@ -194,16 +195,50 @@ def test_two_rank_data_parallel_equals_one_process_full_minibatch(grid_file, one
         one, two = one_process / method / "seed0", tmp_path / "two" / "tiny" / "sst2" / method / "seed0"
         assert_same_run(one, two)
         info = json.loads((two / "run.json").read_text())
-        assert info["world"] == {"size": 2, "backend": "gloo"}
+        assert info["world"] == {"size": 2, "backend": "gloo", "fsdp": False}
         adapter_numel = info["params"]["adapter"]
         # bytes per step by kind (float64 scalars and gradients): ZO sends one scalar per forward, FO its grads
         expected = {"hybrid": {"zo_loss": 2 * 8, "fo_loss": 8, "fo_grads": 8 * adapter_numel},
-                    "zo-full": {"zo_loss": 2 * 8},
+                    "zo-full": {"zo_loss": 2 * 8}, "zo-sphere": {"zo_loss": 2 * 8},
                     "fo-peft": {"fo_loss": 8, "fo_grads": 8 * adapter_numel}}[method]
         rows = [r for r in read_jsonl(two / "metrics.jsonl") if "loss" in r]
         assert all(r["comm_bytes"] == expected for r in rows), rows[0]["comm_bytes"]
         assert all("comm_bytes" not in r for r in read_jsonl(one / "metrics.jsonl"))
     assert not any((tmp_path / "two").rglob("*.tmp*"))  # rank 0 alone wrote, atomically
+
+
+# ---------------------------------------------------------------------------- sharded base (FSDP2)
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_sharded_base_trajectory_equals_the_unsharded_run(assets, grid_file, one_process, tmp_path):
+    """The same grid with ``fsdp: true`` at world size 2: every rank perturbs and updates only its dim-0 shards
+    of the base (directions drawn by global element index), yet losses, evaluations, the selected step and the
+    gathered states equal the unsharded 1-process runs; the saved model (gathered on rank 0) holds the best
+    state's base weights."""
+    grid = yaml.safe_load(grid_file.read_text())
+    grid["base"]["fsdp"] = True
+    grid["methods"]["hybrid"] = dict(grid["methods"]["hybrid"], save_model="separate")
+    path = write_yaml(tmp_path / "grid.yaml", grid)
+    launched = launch(["validate", str(path), "--output-root", str(tmp_path / "fsdp")])
+    assert [p.returncode for p in launched] == [0, 0], launched[0].stderr[-3000:] + launched[1].stderr[-3000:]
+    for method in METHODS:
+        one, two = one_process / method / "seed0", tmp_path / "fsdp" / "tiny" / "sst2" / method / "seed0"
+        assert_same_run(one, two)
+        info = json.loads((two / "run.json").read_text())
+        assert info["world"] == {"size": 2, "backend": "gloo", "fsdp": True}
+        # the sphere's normaliser: one float64 sum of squares per query, reduced over the shards
+        rows = [r for r in read_jsonl(two / "metrics.jsonl") if "loss" in r]
+        assert all(r["comm_bytes"].get("zo_norm") == (8 if method == "zo-sphere" else None) for r in rows)
+    from llm_experiments.models import split_parameters
+    from llm_experiments.runs import load_run_model
+
+    run = tmp_path / "fsdp" / "tiny" / "sst2" / "hybrid" / "seed0"
+    model, _, _ = load_run_model(run)
+    best = state_tensors(run, "checkpoint/best")
+    saved = split_parameters(model)
+    for i, p in enumerate(saved.tensors("base")):
+        torch.testing.assert_close(p.detach(), best[f"base.{i}"], rtol=0, atol=0)
+    for i, p in enumerate(saved.tensors("adapter")):
+        torch.testing.assert_close(p.detach(), best[f"adapter.{i}"], rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------- failure and resume
@@ -227,7 +262,7 @@ def test_killed_rank_stops_the_run_with_one_line_and_it_resumes_at_world_size_tw
                             timeout=LAUNCH_TIMEOUT_S)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("eval accuracy") == 1        # the summary line comes from rank 0 only
-    assert json.loads((split / "run.json").read_text())["world"] == {"size": 2, "backend": "gloo"}
+    assert json.loads((split / "run.json").read_text())["world"] == {"size": 2, "backend": "gloo", "fsdp": False}
     assert_same_run(one_process / "hybrid" / "seed0", split)
 
 
@@ -280,3 +315,19 @@ def test_checkpointed_blocks_recompute_in_the_fo_backward_only(assets):
     assert torch.equal(plain[0], ckpt[0])
     for a, b in zip(plain[1], ckpt[1]):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------- GPU (benchmarks/gpu_check.sh)
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_one_gpu_fsdp_run_equals_the_plain_gpu_run(assets, tmp_path):
+    """World size 1 on one GPU (nccl, a one-rank in-memory group): the FSDP2-wrapped base (one shard = the whole
+    tensor, gathered by FSDP before every block) takes the same steps as the plain model; the saved model is
+    gathered and written as an unsharded one."""
+    common = dict(method="hybrid", device="cuda", **METHODS["hybrid"])
+    for name, extra in (("plain", {}), ("fsdp", {"fsdp": True, "save_model": "separate"})):
+        config = write_yaml(tmp_path / f"{name}.yaml", run_config(assets, tmp_path / name, **common, **extra))
+        assert main(["train", "--config", str(config)]) == 0
+    assert json.loads((tmp_path / "fsdp" / "run.json").read_text())["world"]["fsdp"] is True
+    assert_same_run(tmp_path / "plain", tmp_path / "fsdp")
+    assert (tmp_path / "fsdp" / "model" / "base" / "config.json").is_file()

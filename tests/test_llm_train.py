@@ -317,7 +317,7 @@ def test_phase_clock_folds_peaks_across_resets(monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: fake.update(peak=10 * 2**20))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: fake["peak"])
-    clock = PhaseClock(torch.device("cuda"))
+    clock = PhaseClock(torch.device("cuda"), detail=True)
     fake["peak"] = 900 * 2**20   # an evaluation before the step
     clock.start()
     with clock.phase("zo_forward"):
@@ -327,3 +327,23 @@ def test_phase_clock_folds_peaks_across_resets(monkeypatch):
         fake["peak"] = 200 * 2**20
     _, peaks = clock.take()
     assert peaks == {"zo_forward": 100.0, "fo_forward_backward": 200.0, "step": 300.0}
+
+
+def test_phase_clock_without_detail_never_synchronises(monkeypatch):
+    """Default on CUDA: no synchronisation inside the step, no per-phase entries, the step's peak read at its end."""
+    fake = {"peak": 0.0}
+
+    def no_sync():
+        raise AssertionError("synchronised inside a step")
+    monkeypatch.setattr(torch.cuda, "synchronize", no_sync)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: fake.update(peak=10 * 2**20))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: fake["peak"])
+    clock = PhaseClock(torch.device("cuda"))
+    fake["peak"] = 900 * 2**20
+    clock.start()
+    with clock.phase("zo_forward"):
+        fake["peak"] = 100 * 2**20
+    fake["peak"] = 300 * 2**20
+    assert clock.stop() >= 0
+    times, peaks = clock.take()
+    assert times == {} and peaks == {"step": 300.0}

@@ -101,6 +101,12 @@ def test_assembly_step_caps_give_quarter_and_three_quarters():
     assert _zero((y_part - target_y) - eta * n * (a - sp.Rational(1, 4)) * (g + e))
     excess_y = sp.expand(eta * n * (a - sp.Rational(1, 4))).subs(Lh, s / (4 * eta * n))
     assert _zero(excess_y - eta * n * (s - 1) / 4)
+    # tied to the statement: the caps of proofs/symbolic.py (which bounds.step_caps must equal) give
+    # a = eta n Lhat <= 1/8 (x) and <= 1/4 (y), where the excess coefficients above are <= 0
+    a_x_cap = sp.simplify(S.step_caps()[0] * S.n * S.Lhat_x)
+    a_y_cap = sp.simplify(S.step_caps()[1] * S.n * S.Lhat_y)
+    assert a_x_cap.is_number and 2 * a_x_cap - sp.Rational(1, 4) <= 0
+    assert a_y_cap.is_number and a_y_cap - sp.Rational(1, 4) <= 0
     # E|N|^2 <= sigma^2/n turns Lhat eta^2 n^2 N2 into Lhat eta^2 n sigma^2, the last term of (1)
     assert _zero((Lh * eta**2 * n**2 * N2).subs(N2, sp.Symbol("s2") / n) - Lh * eta**2 * n * sp.Symbol("s2"))
 

@@ -44,8 +44,11 @@ def test_coefficient_majorants_at_the_caps():
     coefficients except the constant), so the caps are the worst case."""
     cx, cy, det = S.theorem2_coefficient_majorants()
     at = S.THEOREM2_CAP_VALUES
-    assert cx.subs(at) <= sp.Rational(-1, 5) and cy.subs(at) <= sp.Rational(-1, 5)
-    assert det.subs(at) >= sp.Rational(5, 6) and S.GAMMA2 == 1 / sp.Rational(5, 6)
+    assert cx.subs(at) <= -S.DESCENT2 and cy.subs(at) <= -S.DESCENT2
+    assert det.subs(at) >= 1 / S.GAMMA2
+    # the code's constants are the proof's
+    assert bounds.T2_DESCENT == 1 / S.DESCENT2 and bounds.T2_GAMMA == float(S.GAMMA2)
+    assert (bounds.T2_CAP_X, bounds.T2_CAP_Q, bounds.T2_CAP_Y) == (S.CAP2_X, S.CAP2_Q, S.CAP2_Y)
     for e in (cx, cy):
         coeffs = sp.Poly(sp.expand(e), S.u_, S.w_, S.v_).terms()
         assert all(cf > 0 for mon, cf in coeffs if any(mon))
@@ -67,7 +70,7 @@ def test_exact_coefficients_below_majorant(law):
         ex, ey = (cx, cy) if k % 4 == 0 else (rng.uniform(1e-3, 1) * cx, rng.uniform(1e-3, 1) * cy)
         a = (c.L_x, c.L_c, c.L0, n, d, qq, ex, ey, 1e-3, 1.0, 10, 0.0, 0.0, B_x, B_y)
         worst = max(worst, *(f(*a) for f in _COEF[law]))
-    assert worst <= -0.2
+    assert worst <= -float(S.DESCENT2)
 
 
 @pytest.mark.parametrize("law", S.LAWS2)
@@ -100,7 +103,12 @@ def test_corollary3_delivers_eps_and_its_het_term(law):
         m = min(1.0, rho)
         W2 = bounds.theorem2_rhs(c, n, d, s.eta_x, s.eta_y, s.mu, s.T, Dl, vxs, vys, qq, law)
         assert W2 / (m * s.eta_x) <= eps**2 * (1 + 1e-9)
-        kappa = bounds.zo_moments(d, 1.0, c.L_x, law)[0]
+        kappa, r_mu, beta = bounds.zo_moments(d, s.mu, c.L_x, law)
+        # each share of the proof is at most eps^2/5: the mu rule (bias + mu-noise at the extra cap) ...
+        assert 25 * beta**2 / (4 * m) + 5 * r_mu / (64 * kappa * m) <= eps**2 / 5 * (1 + 1e-9)
+        # ... the heterogeneity noise share and the start share
+        assert 10 * c.L_hat_x * kappa * vxs * s.eta_x / (m * qq) <= eps**2 / 5 * (1 + 1e-9)
+        assert 5 * Dl / (m * n * s.T * s.eta_x) <= eps**2 / 5 * (1 + 1e-9)
         het = 1250 * Dl * c.L_hat_x * kappa * vxs / (m**2 * n * qq * eps**4)
         assert math.isclose(s.T_terms["T_het"], het, rel_tol=1e-9, abs_tol=0.0 if vxs else 1e-300)
         assert max(s.T_terms.values()) * (1 - 1e-9) <= s.T <= max(s.T_terms.values()) * (1 + 1e-9) + 1

@@ -24,7 +24,8 @@ whole tensor, and sphere normalisation is done per replicate. The LLM side uses 
 *Shards.* A caller holding only part of each tensor (``offsets[k]``: where its local flat piece
 starts in the full flat tensor ``k``) gets exactly its entries of the full direction. For the
 sphere law the per-tensor sums of squares are local; ``reduce`` (e.g. an all-reduce sum over the
-ranks) makes them global before the normaliser is taken, so every rank scales by the same number.
+ranks) makes them global before the normaliser is taken, so every rank scales by the same number,
+and ``dim`` (the entries of the whole block) is the sphere's factor :math:`d`.
 """
 from __future__ import annotations
 
@@ -79,6 +80,8 @@ class Direction:
             of the same index (None: the block holds whole tensors).
         reduce: for shards and the sphere law, a function summing a tensor of per-replicate sums of
             squares over all shards in place or returning the sum (e.g. ``dist.all_reduce``).
+        dim: for shards and the sphere law, the number of entries of the whole block (the estimator's
+            :math:`d`; None: the block holds whole tensors, so it is counted from them).
     """
 
     seed: int
@@ -88,6 +91,7 @@ class Direction:
     cache: dict | None = field(default=None, compare=False, repr=False)
     offsets: tuple[int, ...] | None = None
     reduce: Callable[[torch.Tensor], torch.Tensor | None] | None = field(default=None, compare=False, repr=False)
+    dim: int | None = None
 
     def __post_init__(self) -> None:
         if self.law not in LAWS:
@@ -142,7 +146,9 @@ class Direction:
 
     def scale(self, block: Sequence[torch.Tensor]) -> float:
         """Factor s with g = s * c * u: d for the sphere, 1 for the Gaussian and Rademacher laws."""
-        return float(block_dim(block, self.batch_dims)) if self.law == "sphere" else 1.0
+        if self.law != "sphere":
+            return 1.0
+        return float(self.dim if self.dim is not None else block_dim(block, self.batch_dims))
 
     def _streamed(self, t: torch.Tensor) -> bool:
         """Draw-and-apply piece by piece (models): no whole-tensor direction is ever held."""

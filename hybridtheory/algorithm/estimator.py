@@ -44,8 +44,9 @@ class ZOSettings:
             the synthetic fast path; never for models).
         bank: a :class:`DirectionBank` holding draws made ahead (with ``cache``; the synthetic fast
             path fills it for many steps at once).
-        offsets, reduce: for a block of shards (see :class:`Direction`): where each local tensor
-            starts in its full flat tensor, and the cross-shard sum for the sphere normaliser.
+        offsets, reduce, dim: for a block of shards (see :class:`Direction`): where each local tensor
+            starts in its full flat tensor, the cross-shard sum for the sphere normaliser, and the
+            entries of the whole block (the sphere's d).
     """
 
     mu: float | torch.Tensor = 1e-3
@@ -58,6 +59,7 @@ class ZOSettings:
     bank: DirectionBank | None = field(default=None, compare=False, repr=False)
     offsets: tuple[int, ...] | None = None
     reduce: Callable[[torch.Tensor], torch.Tensor | None] | None = field(default=None, compare=False, repr=False)
+    dim: int | None = None
 
     def __post_init__(self) -> None:
         if self.law not in LAWS:
@@ -81,7 +83,7 @@ class ZOSettings:
             cache = self.bank.take(seed) if self.bank is not None else None
             cache = {} if cache is None else cache
         return Direction(seed, self.law, self.batch_dims, self.dtype, cache=cache, offsets=self.offsets,
-                         reduce=self.reduce)
+                         reduce=self.reduce, dim=self.dim)
 
 
 @dataclass

@@ -81,6 +81,13 @@ class FiniteSumProblem(abc.ABC):
             x0, y0 = self.initial_point()
         return float(self.full_value(x0, y0).max()) - self.constants().F_lower
 
+    def witness_points(self) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """Documented points ``(j, x, y)`` (unbatched) where certified constants are (nearly) attained.
+
+        Used by :func:`hybridtheory.hgs_check.constant_ratios` (tests with teeth: half of every certified
+        constant must be violated somewhere). Default: none (random points only)."""
+        return []
+
     # -- autograd helpers for checkers (not used by the fast path) ------------------------------
     def hessian_blocks(self, j: int, x: torch.Tensor, y: torch.Tensor):
         """(H_xx, H_xy, H_yy) of f_j at one unbatched point, by autograd (for checks)."""

@@ -94,3 +94,14 @@ class HeterogeneousRamp(FiniteSumProblem):
         x = torch.zeros(tuple(batch_shape) + (self.dx,), dtype=DTYPE)
         x[..., 0] = math.sqrt(r * r - 1)
         return x, torch.zeros(tuple(batch_shape) + (1,), dtype=DTYPE)
+
+    def witness_points(self):
+        """x_1 = 0, y = 0: h'' = 2 eps (L_x = 1 at eps = 1/2) and lbar'' = c_y^2/4 (L0); x_1 = y = 1e4:
+        |h'| -> 2 eps, |lbar'| -> c_y/2 (G_x, G_y); every component."""
+        pts = []
+        for j in range(self.n):
+            pts.append((j, torch.zeros(self.dx, dtype=DTYPE), torch.zeros(1, dtype=DTYPE)))
+            xf = torch.zeros(self.dx, dtype=DTYPE)
+            xf[0] = 1e4
+            pts.append((j, xf, torch.full((1,), 1e4, dtype=DTYPE)))
+        return pts

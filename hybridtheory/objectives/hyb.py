@@ -232,6 +232,31 @@ class HYB(FiniteSumProblem):
             return i, torch.as_tensor(x, dtype=DTYPE), torch.as_tensor(y, dtype=DTYPE)
         raise ValueError(f"no documented maximiser for {constant!r}; known: 'L_c', 'L0_alt'")
 
+    def witness_points(self):
+        """The documented maximisers (L_c; L0 of the L1 = 0 certificate), an L_x point per component, and far points
+        x = 1e3 sign(A_i^T w) directions with cos(q^T y) = +-1: there every pseudo-Huber derivative is +-delta
+        (G_x), and y far along -c (|l'| -> 1, G_y)."""
+        pts = [self.witness("L_c"), self.witness("L0_alt")]
+        for i in range(self.n):
+            # L_x: every pseudo-Huber residual 0 (rho'' = 1) and -kappa sin(p^T x) cos(q^T y) = |kappa| with y = 0,
+            # moving inside the null space of A_i; then H_xx = A^T A + |kappa| p p^T, at least half of L_x
+            A, p = self.a[i], self.p[i]
+            x0 = torch.linalg.lstsq(A, self.b[i].unsqueeze(-1)).solution.squeeze(-1)
+            w = p - torch.linalg.pinv(A) @ (A @ p)
+            if float(w.norm()) > 1e-9 * float(p.norm()):
+                target = -math.copysign(math.pi / 2, float(self.kappa[i]))
+                pts.append((i, x0 + ((target - p.dot(x0)) / p.dot(w)) * w, torch.zeros(self.dy, dtype=DTYPE)))
+            A = self.a[i]                                    # (K, dx)
+            v = torch.linalg.svd(A)[2][0]                    # top right singular vector: aligned signs
+            c, q = self.c[i], self.q[i]
+            for sx in (1.0, -1.0):
+                x = sx * 1e3 * v
+                for t in (0.0, math.pi):                      # cos(q^T y) = +-1 with y along q
+                    yq = (t / q.dot(q)) * q
+                    pts.append((i, x.clone(), yq - 1e3 * c / c.norm()))
+                    pts.append((i, x.clone(), yq))
+        return pts
+
     def sample_points(self, batch: int, generator: torch.Generator, scale: float = 4.0):
         """Points where the (global) constants are exercised: N(0, scale^2 I) in both blocks."""
         x = scale * torch.randn(batch, self.dx, generator=generator, dtype=DTYPE)

@@ -177,6 +177,29 @@ class LoRARegression(FiniteSumProblem):
         x0, y0 = self.initial_point()
         return int(np.argmax(self.comp["L_x"])), x0, y0
 
+    def witness_point(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The point of the region where component i attains L0, L_c, G_x and G_y at once (ratio 1):
+        e = -v_i/||v_i||, A = (rho/sqrt 2) e e_1^T, B = (rho/sqrt 2) (u_i/||u_i||) e_1^T, W = omega e u_i^T/||u_i||.
+        Then ||(A, B)||_F = rho, the residual is ((omega + rho^2/2)||u_i|| + ||v_i||) e (so f_i = fbar_i when fbar
+        is derived), ||grad_W|| = s sqrt(2 fbar_i), ||grad_(A,B)|| = rho s sqrt(2 fbar_i), and the Hessian blocks
+        reach s^2 rho^2 + s ||r_i|| and s^2 rho along the directions of the proof (module docstring)."""
+        u, v = self.inputs[i], self.targets[i]
+        e = -v / v.norm()
+        uh = u / u.norm()
+        e1 = torch.zeros(self.r, dtype=DTYPE)
+        e1[0] = 1.0
+        a = self.rho / math.sqrt(2)
+        A, B, W = a * torch.outer(e, e1), a * torch.outer(uh, e1), self.omega * torch.outer(e, uh)
+        return W.reshape(-1), torch.cat([A.reshape(-1), B.reshape(-1)])
+
+    def witness_points(self):
+        """:meth:`witness_point` for the argmax component of each region constant, and the L_x point."""
+        pts = [self.witness("L_x")]
+        for k in ("L_c", "L0", "G_x", "G_y"):
+            i = int(np.argmax(self.comp[k]))
+            pts.append((i, *self.witness_point(i)))
+        return pts
+
     def witness_pair_x(self, h: float = 0.5):
         """A pair reaching (H1)'s L_x exactly: dW = h e u_i^T / ||u_i|| (e a unit vector), dy = 0."""
         i, x0, y0 = self.witness("L_x")

@@ -61,9 +61,22 @@ class PLQuadratic(FiniteSumProblem):
         return HGSConstants(L_x=1.0, L_c=0.0, L0=self.c_y**2 / 4, L1=0.0, G_x=self.radius + self.beta,
                             G_y=self.c_y, F_lower=math.log(2),
                             region=f"ball ||x|| <= {self.radius:.4g} (G_x is a ball constant)",
-                            source="proofs/05-ramp.md")
+                            source="proofs/05-ramp.md",
+                            # as for the ramp: +-beta e_2 in x; logistic gradients +-c_y/2 around their mean
+                            varsigma_x_sq=self.beta**2, varsigma_y_sq=self.c_y**2 / 4)
 
     def initial_point(self, batch_shape=()):
         x = torch.zeros(tuple(batch_shape) + (self.dx,), dtype=DTYPE)
         x[..., 0] = math.sqrt(2 * self.delta0)
         return x, torch.zeros(tuple(batch_shape) + (1,), dtype=DTYPE)
+
+    def witness_points(self):
+        """x = R s_j e_2 (on the ball, aligned with the shift): ||grad_x f_j|| = R + beta (G_x); y = 0:
+        l'' = 1/4 (L0); y = +-1e4: |l'| -> c_y (G_y); the Hessian in x is I everywhere (L_x)."""
+        pts = []
+        for j in range(self.n):
+            x = torch.zeros(self.dx, dtype=DTYPE)
+            x[1] = self.radius * float(self._signs[j])
+            pts += [(j, x, torch.zeros(1, dtype=DTYPE))] + [(j, x, torch.full((1,), s * 1e4, dtype=DTYPE))
+                                                           for s in (1.0, -1.0)]
+        return pts

@@ -126,6 +126,19 @@ class CoupledQuadratic(FiniteSumProblem):
         z = z * R * torch.rand(batch, 1, generator=generator, dtype=DTYPE) ** 0.25
         return z[:, : self.dx], z[:, self.dx:]
 
+    def witness_points(self):
+        """The Hessian maximisers (any point) and, for G_x / G_y, z = +-R v on the ball's boundary with v the top
+        right singular vector of [A_i C_i] / [C_i^T B_i] (i the argmax), the sign making the linear term help."""
+        pts = [self.witness(k) for k in ("L_x", "L_c", "L0")]
+        for key, rows in (("G_x", slice(0, self.dx)), ("G_y", slice(self.dx, self.dx + self.dy))):
+            i = int(np.argmax(self.comp[key]))
+            M = self.H[i][rows]
+            v = torch.linalg.svd(M)[2][0]
+            for sgn in (1.0, -1.0):
+                z = sgn * self.radius * v
+                pts.append((i, z[: self.dx].clone(), z[self.dx:].clone()))
+        return pts
+
     def witness(self, constant: str) -> tuple[int, torch.Tensor, torch.Tensor]:
         """Any point works for L_x, L_c, L0 (the Hessian is constant); returns (argmax i, 0, 0)."""
         if constant not in ("L_x", "L_c", "L0"):

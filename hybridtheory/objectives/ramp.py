@@ -103,3 +103,16 @@ class Ramp(FiniteSumProblem):
         x = torch.zeros(tuple(batch_shape) + (self.dx,), dtype=DTYPE)
         x[..., 0] = math.sqrt(r * r - 1)
         return x, torch.zeros(tuple(batch_shape) + (1,), dtype=DTYPE)
+
+    def witness_points(self):
+        """x_1 = 0, y = 0: h'' = 2 eps (L_x = 1 at eps = 1/2) and l'' = 1/4 (L0); x_1 = y = +-1e4: |h'| -> 2 eps,
+        |l'| -> c_y (G_x at eps = 1/2, G_y); every component."""
+        pts = []
+        for j in range(self.n):
+            x = torch.zeros(self.dx, dtype=DTYPE)
+            pts.append((j, x, torch.zeros(1, dtype=DTYPE)))
+            for s in (1.0, -1.0):
+                xf = x.clone()
+                xf[0] = 1e4
+                pts.append((j, xf, torch.full((1,), s * 1e4, dtype=DTYPE)))
+        return pts
