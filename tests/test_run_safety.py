@@ -34,8 +34,7 @@ TIMING = {"step_s", "time_s", "phase_s", "eval_s", "train_time_s", "elapsed_s", 
 
 # the fields --resume may change; every other TrainConfig field must match the saved config
 NOT_TRAJECTORY = {"output_dir", "progress", "log_every", "track_displacement", "phase_detail", "save_model", "device",
-                  "trust_remote_code", "dist_timeout_s",
-                  "device_map", "gradient_checkpointing", "fsdp", "phase_detail"}
+                  "trust_remote_code", "dist_timeout_s", "device_map", "gradient_checkpointing", "fsdp"}
 
 
 @pytest.fixture(autouse=True)
