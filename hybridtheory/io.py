@@ -177,3 +177,59 @@ def link_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
             os.link(item, target)
         except OSError:
             shutil.copy2(item, target)
+
+
+# ---------------------------------------------------------------------- per-cell result cache
+_active_cells = None  # the CellCache of the innermost `with CellCache(...)`
+
+
+class CellCache:
+    """Finished cells of a long computation, one JSON file each (written atomically), keyed by their inputs.
+
+    A killed figure, sweep or measurement re-run with the same cache recomputes only the cells that had
+    not finished. ``computed`` and ``reused`` count what happened (for logs and tests).
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.computed = 0
+        self.reused = 0
+
+    def path(self, key: dict) -> Path:
+        import hashlib
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+        return self.folder / f"{digest}.json"
+
+    def get_or_compute(self, key: dict, compute: Callable[[], dict]) -> dict:
+        path = self.path(key)
+        if path.exists():
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                if stored.get("key") == json.loads(json.dumps(key, sort_keys=True, default=repr)):
+                    self.reused += 1
+                    return stored["value"]
+            except (OSError, ValueError):
+                pass  # unreadable: compute it again
+        value = compute()
+        atomic_write_json(path, {"key": key, "value": value}, sort_keys=True, default=repr)
+        self.computed += 1
+        fault_point("cell:written")
+        return value
+
+    def __enter__(self) -> "CellCache":
+        global _active_cells
+        self._outer, _active_cells = _active_cells, self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _active_cells
+        _active_cells = self._outer
+
+
+def cached_cell(key: dict, compute: Callable[[], dict]) -> dict:
+    """``compute()`` through the active :class:`CellCache` (``with CellCache(folder): ...``), if any.
+
+    ``compute`` must return JSON data (floats round-trip exactly)."""
+    if _active_cells is None:
+        return json.loads(json.dumps(compute(), default=repr))  # the same types with or without a cache
+    return _active_cells.get_or_compute(key, compute)

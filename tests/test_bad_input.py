@@ -250,3 +250,23 @@ def test_small_data_is_a_warning_not_a_silent_cap(assets, tmp_path, capsys):
     assert "warning: the data has fewer examples than asked" in err and "n_eval 16 of 1000" in err
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["data_capped"]["n_eval"] == {"asked": 1000, "got": 16}
+
+
+def test_help_lists_the_choices_and_check_prints_the_table_without_flags(capsys, monkeypatch):
+    from hybridtheory import hgs_check
+
+    for argv, words in ((["schedule", "--help"], ["ramp", "hyb", "catalogue", "sphere"]),
+                        (["figures", "--help"], ["convergence", "step_plane"])):
+        with pytest.raises(SystemExit):
+            ht_main(argv)
+        out = capsys.readouterr().out
+        assert all(w in out for w in words), (argv, out)
+    with pytest.raises(SystemExit):
+        llm_main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert all(w in out for w in ["sst2", "winogrande", "fo-peft", "zo-full", "lora", "prefix", "ia3"])
+    rows = [{"family": "toy", "kind": "soundness", "what": "H1", "value": 0.5}]
+    monkeypatch.setattr(hgs_check, "report", lambda **kw: rows)
+    assert ht_main(["check"]) == 0  # no flags: the table, not the help
+    out = capsys.readouterr().out
+    assert "max ratio" in out and "toy" in out and "0 soundness violations" in out

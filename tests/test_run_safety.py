@@ -34,8 +34,7 @@ TIMING = {"step_s", "time_s", "phase_s", "eval_s", "train_time_s", "elapsed_s", 
 
 # the fields --resume may change; every other TrainConfig field must match the saved config
 NOT_TRAJECTORY = {"output_dir", "progress", "log_every", "track_displacement", "phase_detail", "save_model", "device",
-                  "trust_remote_code", "dist_timeout_s",
-                  "device_map", "gradient_checkpointing", "fsdp"}
+                  "trust_remote_code", "dist_timeout_s", "device_map", "gradient_checkpointing", "fsdp"}
 
 
 @pytest.fixture(autouse=True)
@@ -322,3 +321,44 @@ def test_synthetic_runner_marks_diverged_replicates_instead_of_averaging_nan():
     assert not np.isfinite(last[[1, 3]]).all() and np.isfinite(last[[0, 2]]).all()
     assert finite_mean(last, traj.diverged) == pytest.approx(last[[0, 2]].mean())
     assert np.isnan(finite_mean(last[[1, 3]], traj.diverged[[1, 3]]))
+
+
+# ---------------------------------------------------------------------------- long synthetic work resumes
+def test_killed_epoch_complexity_resumes_from_its_finished_cells(tmp_path):
+    from hybridtheory.io import CellCache
+    from hybridtheory.measurement import epoch_complexity
+
+    args = dict(family="ramp", eps_grid=[0.3, 0.27, 0.25], family_params={"dx": 2}, replicates=2, n_boot=20,
+                max_epochs=30)
+    straight = epoch_complexity(**args)
+    crash_at("cell:written", 2)  # killed right after the second eps cell was stored
+    with pytest.raises(SimulatedCrash), CellCache(tmp_path / "cells"):
+        epoch_complexity(**args)
+    set_fault_hook(None)
+    with CellCache(tmp_path / "cells") as cells:
+        resumed = epoch_complexity(**args)
+    assert (cells.reused, cells.computed) == (2, 1)  # only the unfinished cell is computed again
+    assert resumed.measured == straight.measured and resumed.details == straight.details
+
+
+def test_figure_cells_are_reused_after_a_kill_and_removed_once_the_figure_is_stored(tmp_path):
+    from hybridtheory.figures import Figure, load_or_compute
+    from hybridtheory.io import cached_cell
+
+    calls = []
+
+    def compute(p):
+        def cell(i):
+            calls.append(i)
+            return {"value": i * p["scale"]}
+        return {"values": [cached_cell({"cell": i, **p}, lambda: cell(i))["value"] for i in range(3)]}
+
+    fig = Figure("toy", compute, lambda res, out: None, lambda quick: {"scale": 2.0})
+    crash_at("cell:written", 2)
+    with pytest.raises(SimulatedCrash):
+        load_or_compute(tmp_path, fig, {"scale": 2.0})
+    set_fault_hook(None)
+    res, computed = load_or_compute(tmp_path, fig, {"scale": 2.0})
+    assert computed and res["data"]["values"] == [0.0, 2.0, 4.0]
+    assert calls == [0, 1, 2]  # cells 0 and 1 were not computed again after the kill
+    assert not list((tmp_path / ".cache").glob("*.cells"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, atomic_write_text
+from ..io import CellCache, atomic_path, atomic_write_text
 
 
 def atomic_savefig(fig, path: Path) -> None:
@@ -83,9 +84,12 @@ def load_or_compute(out: Path, fig: Figure, params: dict, recompute: bool = Fals
     if path.exists() and not recompute:
         return json.loads(path.read_text()), False
     t0 = time.perf_counter()
-    data = _jsonable(fig.compute(params))
+    cells = path.with_suffix(".cells")  # finished cells of a killed computation are reused, not recomputed
+    with CellCache(cells):
+        data = _jsonable(fig.compute(params))
     res = {"params": params, "data": data, "compute_seconds": round(time.perf_counter() - t0, 2)}
     write_json(path, res)
+    shutil.rmtree(cells, ignore_errors=True)  # the whole result is stored now
     return res, True
 
 

@@ -9,8 +9,10 @@ Its cached result is drawn on ``epoch_complexity.png`` when present.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+from ..io import CellCache
 from ..measurement import epoch_complexity
 from . import Figure, _jsonable, write_json
 
@@ -53,6 +55,9 @@ def run_sweep(out: Path, quick: bool = False, recompute: bool = False) -> tuple[
     if res is not None:
         return res, False
     params = _jsonable(_params(quick))
-    res = {"params": params, "data": _jsonable(_compute(params))}
+    cells = out / ".cache" / "ramp_sweep.cells"  # a killed sweep resumes from its finished eps cells
+    with CellCache(cells):
+        res = {"params": params, "data": _jsonable(_compute(params))}
     write_json(sweep_path(out), res)
+    shutil.rmtree(cells, ignore_errors=True)
     return res, True

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .. import bounds
+from ..io import cached_cell
 from ..objectives import family_class, make
 from ..objectives.base import FiniteSumProblem
 from ..runner import RunConfig, RunState, ergodic_weighted_average, epochs_to_eps, run
@@ -117,7 +118,7 @@ def epoch_complexity(family: str, eps_grid: Sequence[float], family_params: dict
     family_params = dict(family_params or {})
     takes_eps = "eps" in inspect.signature(family_class(family)).parameters
     rows, samples = [], []
-    for eps in eps_grid:
+    def cell(eps: float) -> dict:
         problem = make(family, **({"eps": eps} if takes_eps else {}), **family_params)
         c = problem.constants()
         delta = problem.initial_gap()
@@ -143,13 +144,21 @@ def epoch_complexity(family: str, eps_grid: Sequence[float], family_params: dict
         t_emp = epochs_to_eps(traj)
         reached = ~np.isnan(t_emp)
         t_emp_filled = np.where(reached, t_emp, cap)  # a seed that never got there counts as the cap
-        samples.append(np.maximum(t_emp_filled, 1.0))
-        rows.append({"eps": eps, "T_emp_mean": float(np.mean(t_emp_filled)),
-                     "T_emp_min": float(np.min(t_emp_filled)), "T_emp_max": float(np.max(t_emp_filled)),
-                     "T_bound": sched.T, "ratio_max": float(np.max(t_emp_filled) / sched.T),
-                     "all_reached": bool(reached.all()), "binding_term": sched.binding,
-                     "eta_x": eta_x, "eta_y": eta_y, "mu": sched.mu, "cap": cap,
-                     "T_terms": sched.T_terms})
+        row = {"eps": eps, "T_emp_mean": float(np.mean(t_emp_filled)),
+               "T_emp_min": float(np.min(t_emp_filled)), "T_emp_max": float(np.max(t_emp_filled)),
+               "T_bound": sched.T, "ratio_max": float(np.max(t_emp_filled) / sched.T),
+               "all_reached": bool(reached.all()), "binding_term": sched.binding,
+               "eta_x": eta_x, "eta_y": eta_y, "mu": sched.mu, "cap": cap,
+               "T_terms": sched.T_terms}
+        return {"sample": np.maximum(t_emp_filled, 1.0).tolist(), "row": row}
+
+    for eps in eps_grid:  # one cell per eps: a killed sweep resumes from its finished cells (hybridtheory.io)
+        key = {"measure": "epoch_complexity", "family": family, "family_params": family_params, "eps": eps,
+               "replicates": replicates, "seed": seed, "step_scale": step_scale, "rho": rho, "law": law,
+               "max_epochs": max_epochs, "schedule": schedule, "q": q}
+        done = cached_cell(key, lambda: cell(eps))
+        samples.append(np.asarray(done["sample"], dtype=float))
+        rows.append(done["row"])
     inv_eps = [1 / r["eps"] for r in rows]
     slope = loglog_slope(inv_eps, [r["T_emp_mean"] for r in rows])
     bound_slope = loglog_slope(inv_eps, [r["T_bound"] for r in rows])
