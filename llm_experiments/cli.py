@@ -141,8 +141,13 @@ def _cmd_validate(ns) -> int:
         grid.output_root = ns.output_root
     cells = [c for c in grid.expand() if ns.only is None or ns.only in c.output_dir]
     if ns.dry_run:
-        for c in cells:
-            print(f"{c.output_dir}\t{c.model}\t{c.task}\t{c.method}\tlr_base={c.lr_base} lr_adapter={c.lr_adapter}")
+        from .trainer import passes_per_step
+
+        for c in cells:  # each cell's budget: steps, and forward / backward passes (per step and in total)
+            fwd, bwd = passes_per_step(c)
+            print(f"{c.output_dir}\t{c.model}\t{c.task}\t{c.method}\tlr_base={c.lr_base} lr_adapter={c.lr_adapter}"
+                  f"\tsteps={c.steps} batch={c.batch_size} forwards={fwd}x{c.steps}={fwd * c.steps} "
+                  f"backwards={bwd}x{c.steps}={bwd * c.steps}")
         print(f"{len(cells)} runs")
         return 0
     from .distributed import is_main_process

@@ -32,6 +32,7 @@ SAVE_MODES = ("separate", "merged", "none")
 DEVICES = ("auto", "cpu", "cuda")
 OBJECTIVE_CHOICES = ("auto", "classification", "lm")
 LR_SCHEDULES = ("constant", "linear")
+FO_PRECISIONS = ("auto", "amp", "fp32", "native")
 WINOGRANDE_CHOICES = ("zo-bench", "partial")
 
 
@@ -96,6 +97,8 @@ class TrainConfig:
     lr_schedule: str = _f("constant", "step-size schedule of every block: constant, or linear (warm-up then linear "
                                       "decay to 0, as HF's get_linear_schedule_with_warmup)", LR_SCHEDULES)
     warmup_steps: int = _f(0, "linear warm-up steps of lr_schedule=linear")
+    fo_precision: str = _f("auto", "FO block of a 16-bit model: amp (fp32 weights, autocast forwards), fp32, or native "
+                                   "(updated in 16-bit); auto: amp for fo-full, native otherwise", FO_PRECISIONS)
     max_grad_norm: float = _f(0.0, "clip the FO gradient (all FO tensors together) to this L2 norm; 0: no clipping "
                                    "(MeZO's FO baselines: 1.0)")
     mu: float = _f(1e-3, "ZO smoothing radius (perturbation size)")

@@ -247,7 +247,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
 
     def run_eval(examples):
         model.eval()
-        return evaluate(model, tokenizer, spec, examples, batch_size=cfg.eval_batch_size, max_length=cfg.max_length)
+        with trainer.precision.autocast(device):  # amp: evaluation computes as training does
+            return evaluate(model, tokenizer, spec, examples, batch_size=cfg.eval_batch_size,
+                            max_length=cfg.max_length)
 
     keep_best = cfg.select == "best_dev"
     best = dict(progress["best"]) if progress else {"accuracy": -1.0, "step": None}
@@ -286,6 +288,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
                 "n_eval": len(splits.eval), "params": {"base": split.numel("base"), "adapter": split.numel("adapter")},
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
                 "base_master": trainer.master_dtype, "dtype": cfg.dtype, "objective": objective,
+                "fo_precision": trainer.precision.describe(),
                 "scoring": spec.scoring, "world": {"size": world.size, "backend": world.backend, "fsdp": cfg.fsdp},
                 "param_devices": sorted({str(p.device) for p in model.parameters()}), "data_capped": capped}
     if folder.mode == "resume":

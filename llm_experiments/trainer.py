@@ -45,13 +45,14 @@ from pathlib import Path
 import torch
 
 from hybridtheory.algorithm import (EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step, sgd_update,
-                                    step_size_multiplier)
+                                    step_size_multiplier, zo_forwards)
 from hybridtheory.io import atomic_folder
 
 from .config import TrainConfig
 from .distributed import ReducedOracle, World, gather_full, is_sharded, local_chunks, local_rows, local_shard
 from .errors import UserError
-from .models import ParamSplit, no_decay_parameter_ids
+from .models import ParamSplit, no_decay_parameter_ids, torch_dtype
+from .precision import MAX_RETRIES, FOPrecision
 
 # Which block gets which oracle, per method: (base oracle or None if frozen, adapter oracle or None).
 METHOD_ORACLES = {
@@ -59,6 +60,24 @@ METHOD_ORACLES = {
     "zo-full": ("zo", None), "zo-peft": (None, "zo"),
 }
 MASTER_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def passes_per_step(cfg: TrainConfig) -> tuple[int, int]:
+    """(forward, backward) passes over the minibatch per step of ``cfg``'s method, as ``hybrid_step`` counts
+    them (``StepInfo``): a grid cell's budget is these times its steps."""
+    base_oracle, adapter_oracle = METHOD_ORACLES[cfg.method]
+    has_fo = "fo" in (base_oracle, adapter_oracle)
+    has_zo = "zo" in (base_oracle, adapter_oracle)
+    settings = ZOSettings(mu=cfg.mu, law=cfg.zo_law, difference=cfg.zo_difference, queries=cfg.zo_queries)
+    if not has_zo:
+        return 1, 1
+    if not has_fo:
+        return zo_forwards(settings, have_f0=False), 0
+    if cfg.fo_point == "jacobi":        # FO pass at x first; its loss is the forward difference's f(x)
+        return 1 + zo_forwards(settings, have_f0=True), 1
+    if cfg.fo_point == "perturbed":     # the FO pass at x + mu u is the first ZO forward
+        return zo_forwards(settings, have_f0=False), 1
+    return zo_forwards(settings, have_f0=False) + 1, 1   # gauss_seidel: FO pass after the ZO update
 
 
 class PhaseClock:
@@ -138,8 +157,11 @@ class ModelOracle:
     """The core's ``Oracle`` for one minibatch (a list of collated micro-batches on the model's device)."""
 
     def __init__(self, model, micro_batches: list[dict], fo_dropout: bool, before_forward, clock: PhaseClock,
-                 loss_fn=None, weights: list[float] | None = None):
+                 loss_fn=None, weights: list[float] | None = None, precision: FOPrecision | None = None):
         self.model, self.micro, self.fo_dropout = model, micro_batches, fo_dropout
+        # FO precision policy (precision.py): autocast of every forward, loss scaling of the FO backward
+        self.precision = precision or FOPrecision()
+        self.autocast = lambda: self.precision.autocast(micro_batches[0]["input_ids"].device)
         # loss = sum of weight * micro-batch loss; None: the mean over micro-batches (a rank of a distributed
         # run passes its micro-batches' shares of the minibatch's answer tokens, see distributed.py)
         self.weights = weights
@@ -150,7 +172,7 @@ class ModelOracle:
 
     def loss(self) -> torch.Tensor:
         self.before_forward()  # a hook run before every forward (the core keeps 16-bit weights in sync)
-        with self.clock.phase("zo_forward"), torch.no_grad():
+        with self.clock.phase("zo_forward"), torch.no_grad(), self.autocast():
             self.model.train(False)  # deterministic: no dropout in ZO forwards
             if self.weights is None:
                 total = sum(self.loss_fn(self.model, mb) for mb in self.micro) / len(self.micro)
@@ -163,16 +185,21 @@ class ModelOracle:
         self.before_forward()
         with self.clock.phase("fo_forward_backward"), torch.enable_grad():
             self.model.train(self.fo_dropout)  # explicit dropout policy of the FO pass
-            total = 0.0
-            for p in params:
-                p.grad = None
             weights = self.weights or [None] * len(self.micro)
-            for mb, w in zip(self.micro, weights):  # backward(inputs=...) accumulates micro-batch gradients in .grad
-                loss = self.loss_fn(self.model, mb)
-                loss = loss / len(self.micro) if w is None else loss * w
-                loss.backward(inputs=list(params))
-                total = total + loss.detach()
-            grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+            for _ in range(MAX_RETRIES + 1):  # float16 amp: redo the pass at a halved loss scale on overflow
+                total = 0.0
+                for p in params:
+                    p.grad = None
+                scale = self.precision.loss_scale if self.precision.scaled else 1.0
+                for mb, w in zip(self.micro, weights):  # backward(inputs=...) accumulates micro-batch grads in .grad
+                    with self.autocast():
+                        loss = self.loss_fn(self.model, mb)
+                    loss = loss / len(self.micro) if w is None else loss * w
+                    (loss * scale if scale != 1.0 else loss).backward(inputs=list(params))
+                    total = total + loss.detach()
+                grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+                if not self.precision.scaled or self.precision.unscale(grads):
+                    break
             for p in params:  # the caller owns the gradients now; .grad stays empty between steps
                 p.grad = None
             self.model.train(False)
@@ -255,6 +282,9 @@ class Trainer:
         self.base_lrs = {g.name: g.lr for g in self.groups}  # the schedule multiplies these each step
         self.fo_grad_norm: float | None = None  # FO gradient norm of the last step, before clipping
         fo_params = [p for g in self.groups if g.oracle == "fo" for p in g.params]
+        # FO precision (precision.py): amp / fp32 hold the FO tensors in float32 before the optimizer sees them
+        self.precision = FOPrecision.build(cfg.fo_precision, torch_dtype(cfg.dtype), cfg.method)
+        self.precision.prepare(fo_params)
         for p in fo_params:
             p.requires_grad_(True)
         zo_sharded = {}
@@ -351,7 +381,7 @@ class Trainer:
         self.fo_grad_norm = None
         oracle = ModelOracle(self.model, micro_batches, self.cfg.fo_dropout, lambda: None, self.clock,
                              loss_fn=self.loss_fn and (lambda m, batch: _wide(self.loss_fn(m, batch))),
-                             weights=weights)
+                             weights=weights, precision=self.precision)
         if self.world.distributed:
             oracle = ReducedOracle(oracle, self.world)
         self.clock.start()
@@ -382,6 +412,8 @@ class Trainer:
             "time_s": self.state.elapsed_s, "phase_s": times, "examples_seen": self.state.examples_seen,
             "lr_multiplier": multiplier,
         }
+        if self.precision.scaled:
+            metrics["loss_scale"] = self.precision.loss_scale
         zo_decay = {g.name: float(g.lr) * g.weight_decay for g in self.groups if g.oracle == "zo" and g.weight_decay}
         if zo_decay:  # the factor lr * wd this step's ZO update shrank the decayed tensors by
             metrics["zo_decay"] = zo_decay

@@ -183,55 +183,47 @@ def one_process(assets, grid_file):
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
-def test_two_rank_data_parallel_equals_one_process_full_minibatch(grid_file, one_process, tmp_path):
-    """hybrid, zo-full and fo-peft as one grid: one torchrun launch of 2 ranks against the 1-process runs."""
+def test_two_ranks_data_parallel_and_sharded_equal_one_process_full_minibatch(grid_file, one_process, tmp_path):
+    """One ``torchrun --nproc-per-node 2`` launch of the grid, every cell twice: data parallel, and with the base
+    sharded by FSDP2 (``-fsdp`` cells: every rank perturbs and updates only its dim-0 shards, drawing u by global
+    element index). Both equal the 1-process runs on the full minibatch: losses, evaluations, selected step and
+    (gathered) states. The bytes each step sends, per kind; the sharded run's saved model (gathered on rank 0)
+    holds the selected checkpoint's tensors."""
+    grid = yaml.safe_load(grid_file.read_text())
+    grid["methods"] |= {f"{label}-fsdp": {"method": label, **overrides, "fsdp": True}
+                        for label, overrides in METHODS.items()}
+    grid["methods"]["zo-sphere-fsdp"]["method"] = "zo-full"
+    grid["methods"]["hybrid-fsdp"]["save_model"] = "separate"
+    path = write_yaml(tmp_path / "grid.yaml", grid)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "llm_experiments", "validate",
-           str(grid_file), "--output-root", str(tmp_path / "two")]
+           str(path), "--output-root", str(tmp_path / "two")]
     done = subprocess.run(cmd, cwd=ROOT, env=os.environ | ENV, text=True, capture_output=True,
                           timeout=LAUNCH_TIMEOUT_S)
     assert done.returncode == 0, done.stderr[-3000:]
     for method in METHODS:
-        one, two = one_process / method / "seed0", tmp_path / "two" / "tiny" / "sst2" / method / "seed0"
-        assert_same_run(one, two)
-        info = json.loads((two / "run.json").read_text())
-        assert info["world"] == {"size": 2, "backend": "gloo", "fsdp": False}
-        adapter_numel = info["params"]["adapter"]
-        # bytes per step by kind (float64 scalars and gradients): ZO sends one scalar per forward, FO its grads
-        expected = {"hybrid": {"zo_loss": 2 * 8, "fo_loss": 8, "fo_grads": 8 * adapter_numel},
-                    "zo-full": {"zo_loss": 2 * 8}, "zo-sphere": {"zo_loss": 2 * 8},
-                    "fo-peft": {"fo_loss": 8, "fo_grads": 8 * adapter_numel}}[method]
-        rows = [r for r in read_jsonl(two / "metrics.jsonl") if "loss" in r]
-        assert all(r["comm_bytes"] == expected for r in rows), rows[0]["comm_bytes"]
+        one = one_process / method / "seed0"
         assert all("comm_bytes" not in r for r in read_jsonl(one / "metrics.jsonl"))
+        for sharded in (False, True):
+            two = tmp_path / "two" / "tiny" / "sst2" / (f"{method}-fsdp" if sharded else method) / "seed0"
+            assert_same_run(one, two)
+            info = json.loads((two / "run.json").read_text())
+            assert info["world"] == {"size": 2, "backend": "gloo", "fsdp": sharded}
+            adapter_numel = info["params"]["adapter"]
+            # bytes per step by kind (float64): ZO sends one scalar per forward, FO its gradients; a sharded
+            # base adds the sphere's normaliser, one sum of squares per query reduced over the shards
+            expected = {"hybrid": {"zo_loss": 2 * 8, "fo_loss": 8, "fo_grads": 8 * adapter_numel},
+                        "zo-full": {"zo_loss": 2 * 8}, "zo-sphere": {"zo_loss": 2 * 8},
+                        "fo-peft": {"fo_loss": 8, "fo_grads": 8 * adapter_numel}}[method]
+            if sharded and method == "zo-sphere":
+                expected = expected | {"zo_norm": 8}
+            rows = [r for r in read_jsonl(two / "metrics.jsonl") if "loss" in r]
+            assert all(r["comm_bytes"] == expected for r in rows), rows[0]["comm_bytes"]
     assert not any((tmp_path / "two").rglob("*.tmp*"))  # rank 0 alone wrote, atomically
-
-
-# ---------------------------------------------------------------------------- sharded base (FSDP2)
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
-def test_sharded_base_trajectory_equals_the_unsharded_run(assets, grid_file, one_process, tmp_path):
-    """The same grid with ``fsdp: true`` at world size 2: every rank perturbs and updates only its dim-0 shards
-    of the base (directions drawn by global element index), yet losses, evaluations, the selected step and the
-    gathered states equal the unsharded 1-process runs; the saved model (gathered on rank 0) holds the best
-    state's base weights."""
-    grid = yaml.safe_load(grid_file.read_text())
-    grid["base"]["fsdp"] = True
-    grid["methods"]["hybrid"] = dict(grid["methods"]["hybrid"], save_model="separate")
-    path = write_yaml(tmp_path / "grid.yaml", grid)
-    launched = launch(["validate", str(path), "--output-root", str(tmp_path / "fsdp")])
-    assert [p.returncode for p in launched] == [0, 0], launched[0].stderr[-3000:] + launched[1].stderr[-3000:]
-    for method in METHODS:
-        one, two = one_process / method / "seed0", tmp_path / "fsdp" / "tiny" / "sst2" / method / "seed0"
-        assert_same_run(one, two)
-        info = json.loads((two / "run.json").read_text())
-        assert info["world"] == {"size": 2, "backend": "gloo", "fsdp": True}
-        # the sphere's normaliser: one float64 sum of squares per query, reduced over the shards
-        rows = [r for r in read_jsonl(two / "metrics.jsonl") if "loss" in r]
-        assert all(r["comm_bytes"].get("zo_norm") == (8 if method == "zo-sphere" else None) for r in rows)
     from llm_experiments.models import split_parameters
     from llm_experiments.runs import load_run_model
 
-    run = tmp_path / "fsdp" / "tiny" / "sst2" / "hybrid" / "seed0"
+    run = tmp_path / "two" / "tiny" / "sst2" / "hybrid-fsdp" / "seed0"
     model, _, _ = load_run_model(run)
     best = state_tensors(run, "checkpoint/best")
     saved = split_parameters(model)

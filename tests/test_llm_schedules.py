@@ -144,3 +144,17 @@ def test_zo_weight_decay_equals_a_hand_written_mezo_update(tok, batch, monkeypat
         decayed += keep
     assert 0 < decayed < len(base)
     assert metrics["zo_decay"] == {"base": pytest.approx(lr * wd)}
+
+
+# ---------------------------------------------------------------------------- budgets
+@pytest.mark.parametrize("method,overrides", [
+    ("hybrid", dict(zo_difference="forward")), ("hybrid", dict(zo_difference="central")),
+    ("hybrid", dict(fo_point="gauss_seidel", zo_difference="forward")), ("hybrid", dict(fo_point="perturbed")),
+    ("fo-full", {}), ("fo-peft", {}), ("zo-full", dict(zo_queries=2)), ("zo-peft", dict(zo_difference="forward")),
+])
+def test_stated_budget_per_step_is_what_a_step_spends(tok, batch, method, overrides):
+    from llm_experiments.trainer import passes_per_step
+
+    _, tr = make(tok, method, **overrides)
+    metrics = tr.step([batch])
+    assert passes_per_step(tr.cfg) == (metrics["forwards"], metrics["backwards"])
