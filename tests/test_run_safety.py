@@ -219,6 +219,7 @@ def test_resume_after_sigkill_at_random_times_equals_the_uninterrupted_run(asset
     rng = random.Random(int(os.environ.get("KILL_SEED", "0")))
     kills = int(os.environ.get("KILL_TRIES", "1"))  # more: KILL_TRIES=20 (about 20 s each here)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    mid_run = 0
     for i in range(kills):
         out = tmp_path / f"kill{i}"
         proc = subprocess.Popen([sys.executable, "-m", "llm_experiments", *args_for(assets, out)], cwd=ROOT, env=env,
@@ -231,8 +232,10 @@ def test_resume_after_sigkill_at_random_times_equals_the_uninterrupted_run(asset
         proc.wait(timeout=60)
         resume = ["--resume"] if (out / "config.json").is_file() and not (out / "results.json").is_file() else []
         if not (out / "results.json").is_file():
+            mid_run += 1
             assert main(args_for(assets, out) + resume) == 0
         assert snapshot(out) == expected
+    print(f"SIGKILLs: {kills}, of which {mid_run} before the run finished")
 
 
 def test_stale_temporaries_and_a_cut_folder_swap_are_recovered(assets, tmp_path, reference):
