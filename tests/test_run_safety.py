@@ -218,7 +218,8 @@ def test_resume_after_sigkill_at_random_times_equals_the_uninterrupted_run(asset
     expected, _ = reference
     rng = random.Random(int(os.environ.get("KILL_SEED", "0")))
     kills = int(os.environ.get("KILL_TRIES", "1"))  # more: KILL_TRIES=20 (about 20 s each here)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    # one intra-op thread, as the in-process reference (conftest): a run the kill misses must match it bit for bit
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     mid_run = 0
     for i in range(kills):
         out = tmp_path / f"kill{i}"
