@@ -29,6 +29,7 @@ import torch
 from hybridtheory.io import atomic_write_json
 from llm_experiments.bench import SHAPES, build_model
 from llm_experiments.evaluation import evaluate
+from llm_experiments.models import seeded_global_init
 from llm_experiments.tasks import get_task
 from llm_experiments.testing import generate_task_examples, made_up_words, tiny_tokenizer
 
@@ -59,8 +60,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(ns.threads)
     device = torch.device(ns.device)
     tokenizer = tiny_tokenizer()  # ids < 1024 are valid in every shape's vocabulary
-    torch.manual_seed(0)
-    model = build_model(ns.shape, torch.float32, device).eval()
+    with seeded_global_init(0):
+        model = build_model(ns.shape, torch.float32, device).eval()
     spec = get_task("sst2")
     rows = sst2_shaped(ns.examples, ns.words, seed=0)
     tokens = [len(tokenizer(spec.render(r).contexts[0])["input_ids"]) for r in rows]

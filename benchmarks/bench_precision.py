@@ -22,7 +22,7 @@ from hybridtheory.algorithm import Direction
 from hybridtheory.io import atomic_write_json
 from llm_experiments.bench import SHAPES, build_model
 from llm_experiments.config import TrainConfig
-from llm_experiments.models import split_parameters
+from llm_experiments.models import seeded_global_init, split_parameters
 from llm_experiments.trainer import Trainer
 
 POLICIES = {"fp32": ("bfloat16", "float32"), "none": ("bfloat16", "none"), "float32-model": ("float32", "none")}
@@ -46,8 +46,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    seed_model = build_model(args.shape, torch.float32, torch.device("cpu"))
+    with seeded_global_init(0):
+        seed_model = build_model(args.shape, torch.float32, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     vocab = SHAPES[args.shape]["vocab_size"]
     ids = torch.randint(4, vocab, (4, 64), generator=gen)

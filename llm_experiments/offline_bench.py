@@ -209,8 +209,7 @@ def pretrain(cfg: PretrainConfig, cache_root: str | Path | None = None, log=prin
     rng = np.random.default_rng([cfg.seed, 3])
     order, pos, losses = rng.permutation(len(encoded)), 0, []
     model.train()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)  # dropout is 0; this only pins anything else that might draw
+    with seeded_global_init(cfg.seed):  # dropout is 0; this only pins anything else that might draw
         for step in range(cfg.steps):
             if pos + cfg.batch_size > len(order):
                 order, pos = rng.permutation(len(encoded)), 0
