@@ -26,7 +26,7 @@ from hybridtheory.io import SimulatedCrash, set_fault_hook  # noqa: E402
 from llm_experiments.cli import main  # noqa: E402
 from llm_experiments.config import TrainConfig, trajectory_fields  # noqa: E402
 from llm_experiments.runs import read_jsonl  # noqa: E402
-from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer, write_jsonl  # noqa: E402
+from llm_experiments.testing import write_tiny_assets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"step_s", "time_s", "phase_s", "eval_s", "train_time_s", "elapsed_s", "started", "finished",
@@ -47,14 +47,7 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assets")
-    tok = tiny_tokenizer()
-    model = tiny_model("opt", tok)
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
-    write_jsonl(root / "data" / "train.jsonl", generate_task_examples("sst2", 64, seed=0))
-    write_jsonl(root / "data" / "validation.jsonl", generate_task_examples("sst2", 24, seed=1))
-    return root
+    return write_tiny_assets(tmp_path_factory.mktemp("assets"), n_train=64, n_validation=24)
 
 
 def args_for(assets, out, **extra) -> list[str]:
