@@ -108,7 +108,7 @@ class TrainConfig:
     fo_point: str = _f("jacobi", "where the FO gradient is taken (hybrid): jacobi, gauss_seidel or perturbed", FO_POINTS)
     fo_dropout: bool = _f(False, "dropout in the FO pass (ZO forwards never use dropout)")
     base_master: str = _f("auto", "how a 16-bit ZO base stores its updates: float32/fp32 (master copy, 4 B/param), "
-                                  "compensated (bf16 error buffer, 2 B/param), stochastic (stochastic rounding, "
+                                  "compensated (int16 error buffer, 2 B/param), stochastic (stochastic rounding, "
                                   "no memory), none (in place, as MeZO), float64; auto: the first that fits in "
                                   "free memory (none for float32 models)", MASTERS)
     # loop

@@ -21,8 +21,9 @@ way its 16-bit weights keep ZO updates far below their rounding step (the core's
 
 * ``float32`` (``fp32``): a float32 master copy (4 bytes/param); the model is written as cast(master + s mu u),
   so the restore is exact and small updates accumulate in the master. ``float64``: the same in float64.
-* ``compensated``: a bf16 error-compensation buffer (2 bytes/param); weight + buffer hold the value, every pass
-  reads and writes the pair, restore drift is the buffer's rounding (~2^-16 of the weight or less).
+* ``compensated``: an int16 error-compensation buffer (2 bytes/param) holding each weight's rounding error in
+  units of 2^-15 of its ULP; weight + buffer hold the value to about float32 precision, every pass reads and
+  writes the pair, the model reads the weights (rounded to nearest); restore drift is the buffer's rounding.
 * ``stochastic``: the passes round stochastically (counter-based bits, reproducible, shard-invariant); updates
   are kept in expectation; no memory; perturb/restore leaves zero-mean noise of about one ULP.
 * ``none``: in place, rounded to nearest, as MeZO.
@@ -134,7 +135,7 @@ def free_memory_bytes(device: torch.device) -> int | None:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.3g} MB"
 
 
 def resolve_base_policy(choice: str, dtype: torch.dtype, base_numel: int, zo_base: bool,

@@ -32,7 +32,7 @@ weights as cast(master + s mu u) (rounded once), and the update pass updates the
 cast(master), so (a) restore is exact (the next write starts from the untouched master), not bf16 drift
 (~1e-2), and (b) ZO updates far below the bf16 ULP accumulate in the master instead of
 rounding away. ``base_master="float64"`` on an fp32 model makes restore exact to fp32 in practice.
-Memory-light alternatives (``compensated``: a bf16 error buffer, ``stochastic``: stochastic rounding) and
+Memory-light alternatives (``compensated``: an int16 error buffer, ``stochastic``: stochastic rounding) and
 ``auto``'s choice among them from the free memory are in :mod:`.precision`; the decision is ``base_policy``.
 """
 from __future__ import annotations

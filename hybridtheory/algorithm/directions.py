@@ -244,7 +244,7 @@ class Direction:
     @staticmethod
     def _shifted(x: torch.Tensor, u: torch.Tensor, a, m, comp: torch.Tensor | None) -> torch.Tensor:
         """A new tensor ``m (x + comp) + a u`` in ``u``'s dtype (float32 or float64)."""
-        y = x.to(u.dtype) if comp is None else x.to(u.dtype) + comp.to(u.dtype)
+        y = x.to(u.dtype) if comp is None else rounding.compensated_value(x, comp, u.dtype)
         if isinstance(m, torch.Tensor) or m != 1.0:
             y = y * m
         return y + u * a
