@@ -183,7 +183,7 @@ from llm_experiments.models import split_parameters  # noqa: E402
 from llm_experiments.precision import resolve_base_policy  # noqa: E402
 from llm_experiments.scoring import lm_loss  # noqa: E402
 from llm_experiments.tasks import get_task  # noqa: E402
-from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer, write_jsonl  # noqa: E402
+from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer, write_tiny_assets  # noqa: E402
 from llm_experiments.trainer import LoopHooks, Trainer, train_loop  # noqa: E402
 
 GB = 10 ** 9
@@ -260,11 +260,7 @@ def test_policy_trains_finite_and_resumes_exactly(tok, encoded, tmp_path, policy
 def test_run_json_records_the_decision(tok, tmp_path, monkeypatch):
     n = sum(p.numel() for p in split_parameters(tiny_model("opt", tok)).tensors("base"))
     monkeypatch.setattr(trainer_module, "free_memory_bytes", lambda device: 4 * n)
-    root = tmp_path / "assets"
-    tiny_model("opt", tok).save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
-    write_jsonl(root / "data" / "train.jsonl", generate_task_examples("sst2", 16, seed=0))
-    write_jsonl(root / "data" / "validation.jsonl", generate_task_examples("sst2", 8, seed=1))
+    root = write_tiny_assets(tmp_path / "assets", 16, 8)
     args = {"model": root / "model", "task": "sst2", "data": root / "data", "n_train": 8, "n_dev": 4, "n_eval": 4,
             "steps": 2, "batch_size": 4, "save_model": "none", "method": "zo-full", "dtype": "bfloat16",
             "output_dir": tmp_path / "run"}
