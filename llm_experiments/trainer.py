@@ -331,7 +331,8 @@ class Trainer:
             agreed = order[max(i for i, v in enumerate(votes) if v > 0)]
             if agreed != policy:
                 policy, reason = agreed, f"another rank chose {agreed} (this rank: {policy}, {reason})"
-        if cfg.base_master == "auto" and zo_base and self.world.is_main:
+        if cfg.base_master == "auto" and policy != "none" and self.world.is_main:
+            # a 16-bit ZO base: the choice depends on this machine's free memory, so say why (one line)
             print(f"base policy: {policy} ({reason})", file=sys.stderr)
         return policy, reason
 
