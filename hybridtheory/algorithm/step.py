@@ -46,6 +46,8 @@ class ParamGroup:
     ``fo_update`` (e.g. AdamW) handles its own decay and ignores these fields. ``mirrors`` (ZO groups
     only): tensors the loss reads in place of ``params``, kept equal to ``cast(params)`` and perturbed as
     ``cast(params + s mu u)`` in one pass each (a 16-bit model whose fp32 master is ``params``).
+    ``compensation`` (ZO groups only, no mirrors): one 16-bit error-compensation buffer per tensor, the pair
+    ``params[k] + compensation[k]`` being the value every write pass reads and writes (:mod:`.rounding`).
     """
 
     name: str
@@ -55,6 +57,7 @@ class ParamGroup:
     weight_decay: float = 0.0
     decay_mask: list[bool] | None = None
     mirrors: list[torch.Tensor] | None = None
+    compensation: list[torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.oracle not in ORACLES:
@@ -67,6 +70,10 @@ class ParamGroup:
             raise ValueError(f"group {self.name!r}: weight decay must be >= 0, got {self.weight_decay}")
         if self.mirrors is not None and (self.oracle != "zo" or len(self.mirrors) != len(self.params)):
             raise ValueError(f"group {self.name!r}: mirrors need a ZO group and one mirror per tensor")
+        if self.compensation is not None and (self.oracle != "zo" or self.mirrors is not None
+                                              or len(self.compensation) != len(self.params)):
+            raise ValueError(f"group {self.name!r}: compensation buffers need a ZO group without mirrors and one "
+                             "buffer per tensor")
         if self.decay_mask is not None and len(self.decay_mask) != len(self.params):
             raise ValueError(f"group {self.name!r}: decay_mask has {len(self.decay_mask)} entries for "
                              f"{len(self.params)} tensors")
@@ -158,6 +165,11 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
         if not all(g.mirrors is not None for g in zo_groups):
             raise ValueError("either every ZO group has mirrors or none has")
         zo_mirrors = [m for g in zo_groups for m in g.mirrors]
+    zo_comp = None
+    if any(g.compensation is not None for g in zo_groups):
+        if not all(g.compensation is not None for g in zo_groups):
+            raise ValueError("either every ZO group has compensation buffers or none has")
+        zo_comp = [c for g in zo_groups for c in g.compensation]
     fo_params, fo_lrs, fo_decays = _flatten(groups, "fo")
     if fo_update is None:
         def fo_update(p, g, lr):
@@ -186,12 +198,13 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
         had_f0 = f0 is not None
         # the last restore is fused with the update below (one pass over the parameters fewer)
         records = zo_coefficients(zo_params, oracle.loss, zo, step_seed, f0=f0, plus_loss=plus_loss,
-                                  defer_restore=True, mirrors=zo_mirrors)
+                                  defer_restore=True, mirrors=zo_mirrors, compensation=zo_comp)
         forwards += zo_forwards(zo, had_f0)
         if plus_loss is not None:
             fo_grads = holder["grads"]
         # Jacobi and perturbed: the FO gradient was taken before this update (simultaneous step)
-        apply_zo_update(zo_params, records, zo_lrs, zo_decays, mirrors=zo_mirrors)
+        apply_zo_update(zo_params, records, zo_lrs, zo_decays, mirrors=zo_mirrors, compensation=zo_comp,
+                        rounding=zo.rounding)
         if fo_params and fo_point == "gauss_seidel":
             f0, fo_grads = fo_pass(need_loss=False)          # at the updated x
             forwards, backwards = forwards + 1, backwards + 1
