@@ -59,6 +59,17 @@ def test_exact_and_nonfinite_values_round_to_nearest():
     assert torch.equal(r[:5].float(), y[:5]) and bool(r[5].isnan()) and bool(r[6].isinf())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_neighbour_from_bits_equals_nextafter(dtype):
+    """The bit-pattern neighbour (any device) equals torch.nextafter, signed zeros and extremes included."""
+    from hybridtheory.algorithm.rounding import _neighbour
+    x = torch.cat([weights(4000, 8).float(), torch.randn(500) * 1e3,
+                   torch.tensor([0.0, -0.0, 1.0, -1.0, -2.0, 65504.0, 1e-7, -1e-7])]).to(dtype)
+    up = torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) < 0.5
+    ref = torch.nextafter(x, torch.where(up, math.inf, -math.inf).to(dtype))
+    assert torch.equal(_neighbour(x, up).float(), ref.float())
+
+
 def test_stochastic_update_is_kept_in_expectation_by_the_core():
     """A 1e-7 update through the core's add_to: rounded to nearest almost nothing moves; stochastically the
     stored change projected on the intended one is ~1 (Monte Carlo margin over 200k entries)."""

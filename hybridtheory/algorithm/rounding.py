@@ -50,6 +50,17 @@ def uniforms(seed: int, k: int, start: int, numel: int, device) -> torch.Tensor:
     return counter.draw_slice(counter.tensor_key(seed, k), start, numel, "uniform", torch.float32, device)
 
 
+def _neighbour(x: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The next 16-bit value after ``x`` toward +inf where ``up``, toward -inf elsewhere (``torch.nextafter``
+    from the bit patterns: sign and magnitude, so any device and dtype of 2 bytes)."""
+    bits = x.view(torch.int16).to(torch.int32)
+    neg, mag = bits < 0, bits & 0x7FFF
+    zero = mag == 0
+    mag = torch.where((up ^ neg) | zero, mag + 1, mag - 1)    # away from zero, or toward it
+    neg = torch.where(zero, ~up, neg)
+    return (mag - 32768 * neg.to(torch.int32)).to(torch.int16).view(x.dtype)
+
+
 def stochastic_round(y: torch.Tensor, dtype: torch.dtype, v: torch.Tensor) -> torch.Tensor:
     """``y`` (float32/64) rounded to ``dtype``: the neighbour above with probability equal to the distance to
     the one below over their gap, using the uniforms ``v`` (shape of ``y``). Exact values, infinities and NaN
@@ -58,8 +69,7 @@ def stochastic_round(y: torch.Tensor, dtype: torch.dtype, v: torch.Tensor) -> to
         return y.to(dtype)
     near = y.to(dtype)
     nf = near.to(y.dtype)
-    toward = torch.where(nf < y, torch.inf, -torch.inf).to(dtype)
-    other = torch.nextafter(near, toward)
+    other = _neighbour(near, nf < y)
     p = (y - nf) / (other.to(y.dtype) - nf)            # in [0, 1/2]; NaN (-> nearest) for non-finite y
     return torch.where(v < p, other, near)
 
