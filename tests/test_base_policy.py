@@ -10,6 +10,7 @@ finite loss and resumes exactly from a checkpoint.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -278,3 +279,44 @@ def test_run_json_records_the_decision(tok, tmp_path, monkeypatch):
     assert llm_main(["train", "--no-progress"] + [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]) == 0
     info = json.loads((Path(tmp_path) / "run" / "run.json").read_text())
     assert info["base_policy"]["policy"] == "compensated" and "fits in" in info["base_policy"]["reason"]
+
+
+# ---------------------------------------------------------------------------- the Triton kernel of the stores
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the gpu extra)")
+@pytest.mark.parametrize("law", ["rademacher", "gaussian"])
+def test_store_kernel_equals_eager(law, monkeypatch):
+    """kernels.store16 (one pass: u and the rounding bits in registers, 16-bit weights as bit patterns) against
+    the eager core path, for both policies and both 16-bit dtypes, with a shard offset, decay and a coefficient.
+    Rademacher u is the same bits on both paths, so the stores agree bit for bit; Gaussian u differs by float32
+    ulps of log/cos/sin, so a rare entry may round the other way. Under TRITON_INTERPRET=1 on CPU, or on CUDA."""
+    from hybridtheory.algorithm import kernels
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    n, start = 1500, 300
+    for dtype in (torch.bfloat16, torch.float16):
+        for policy in ("stochastic", "compensated"):
+            x0 = weights(n, 9, dtype)
+            d = Direction(31, law, offsets=(start,))
+            rseed = rounding_seed(31, 3) if policy == "stochastic" else None
+            results = []
+            for path, where in (("eager", "cpu"), ("kernel", device)):
+                x = x0.clone().to(where)
+                c = (torch.arange(n, dtype=torch.int32) * 37 % 20001 - 10000).to(COMPENSATION_DTYPE).to(where) \
+                    if policy == "compensated" else None
+                for alpha in (1e-3, -2e-3, 3e-5):      # a perturbation pass, its mirror, a restore + update
+                    if path == "eager":
+                        d.add_to([x], alpha, scale_first=[0.999], rounding_seed=rseed,
+                                 compensation=None if c is None else [c])
+                    else:
+                        kernels.store16(x, c, d.key(0), start, law, alpha, keep=0.999,
+                                        rkey=None if rseed is None else counter.tensor_key(rseed, 0))
+                results.append((x.cpu(), None if c is None else c.cpu()))
+            (xe, ce), (xk, ck) = results
+            mismatch = float((xe != xk).double().mean())
+            if law == "rademacher" and device == "cpu":
+                assert mismatch == 0, (dtype, policy)
+                assert ce is None or torch.equal(ce, ck)
+            else:
+                assert mismatch < 0.01, (dtype, policy, mismatch)
+            assert not torch.equal(xk, x0)

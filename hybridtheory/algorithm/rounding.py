@@ -32,7 +32,9 @@ SIXTEEN_BIT = (torch.float16, torch.bfloat16)
 COMPENSATION_DTYPE = torch.int16
 _RESIDUAL_BITS = 15                                   # unit of the buffer: ulp(w) * 2^-15
 _MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10}
-_SMALLEST_ULP = {torch.bfloat16: 2.0 ** -133, torch.float16: 2.0 ** -24}   # spacing of the subnormals
+# smallest unit: 2^-15 of fp16's subnormal spacing; for bf16 float32's smallest normal (a subnormal unit would be
+# flushed to zero by GPU kernels; the weights it would serve, |w| < 2^-104, do not occur)
+MIN_UNIT = {torch.bfloat16: 2.0 ** -126, torch.float16: 2.0 ** -39}
 _ROUNDING_STREAM = 0x52_4F_55_4E_44  # "ROUND": keeps the rounding keys apart from the direction's tensor keys
 
 # pass numbers of the write passes of one direction (each gets its own rounding bits)
@@ -75,12 +77,13 @@ def stochastic_round(y: torch.Tensor, dtype: torch.dtype, v: torch.Tensor) -> to
 
 
 def _residual_unit(w: torch.Tensor) -> torch.Tensor:
-    """float32 ``ulp(w) * 2^-15`` of 16-bit weights ``w`` (the subnormal spacing at least)."""
+    """float32 ``ulp(w) * 2^-15`` of 16-bit weights ``w``, at least ``MIN_UNIT``: the power of two of ``w``'s
+    binade (its float32 exponent bits, mantissa cleared) times ``2^-(mantissa bits + 15)``. The Triton kernel
+    computes the same from the same bits."""
     if w.dtype not in _MANTISSA_BITS:
         raise ValueError(f"a compensation buffer goes with 16-bit weights, got {w.dtype}")
-    _, e = torch.frexp(w.float())                     # |w| in [2^(e-1), 2^e)
-    unit = torch.exp2((e - (1 + _MANTISSA_BITS[w.dtype] + _RESIDUAL_BITS)).float())     # exact powers of two
-    return unit.clamp_min(_SMALLEST_ULP[w.dtype] * 2.0 ** -_RESIDUAL_BITS)
+    binade = (w.float().view(torch.int32) & 0x7F800000).view(torch.float32)     # 2^floor(log2 |w|); 0 for 0
+    return (binade * 2.0 ** -(_MANTISSA_BITS[w.dtype] + _RESIDUAL_BITS)).clamp_min_(MIN_UNIT[w.dtype])
 
 
 def compensated_value(w: torch.Tensor, comp: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
