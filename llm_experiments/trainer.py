@@ -326,8 +326,8 @@ class Trainer:
         policy, reason = resolve_base_policy(cfg.base_master, dtype, numel, zo_base, free)
         if cfg.base_master == "auto" and self.world.distributed and zo_base:
             order = ("none", "float32", "compensated", "stochastic")
-            votes = [float(self.world.sum_scalar(torch.tensor(float(policy == p), dtype=torch.float64), "check"))
-                     for p in order]
+            votes = [float(self.world.sum_scalar(torch.tensor(float(policy == p), dtype=torch.float64,
+                                                              device=base[0].device), "check")) for p in order]
             agreed = order[max(i for i, v in enumerate(votes) if v > 0)]
             if agreed != policy:
                 policy, reason = agreed, f"another rank chose {agreed} (this rank: {policy}, {reason})"
