@@ -320,3 +320,22 @@ def test_store_kernel_equals_eager(law, monkeypatch):
             else:
                 assert mismatch < 0.01, (dtype, policy, mismatch)
             assert not torch.equal(xk, x0)
+
+
+def test_ranks_agree_on_the_most_frugal_choice(tok, monkeypatch):
+    """auto in a distributed run: this rank's memory fits the master, another rank's only stochastic rounding:
+    every rank stores alike, so this one takes stochastic too (a fake two-rank world: the vote's sums)."""
+    from llm_experiments.distributed import World
+
+    class OtherRankStochastic(World):
+        def sum_scalar(self, value, kind):
+            self.votes = getattr(self, "votes", 0) + 1
+            return value + (1.0 if self.votes == 4 else 0.0)        # the 4th vote is "stochastic"
+
+    monkeypatch.setattr(trainer_module, "free_memory_bytes", lambda device: 10 ** 12)
+    cfg = TrainConfig(model="tiny", method="zo-full", dtype="bfloat16", batch_size=8, steps=1, progress=False).validate()
+    model = tiny_model("opt", tok).to(BF16)
+    tr = Trainer(model, split_parameters(model), cfg, n_train=16, device=torch.device("cpu"), loss_fn=lm_loss,
+                 world=OtherRankStochastic(size=2))
+    assert tr.base_policy["policy"] == "stochastic" and "another rank" in tr.base_policy["reason"]
+    assert tr.zo.rounding == "stochastic" and tr.groups[0].mirrors is None
