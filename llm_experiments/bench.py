@@ -64,6 +64,9 @@ CASES = {
     "zo-peft": dict(method="zo-peft", peft="lora", zo_difference="central"),
     "hybrid-central": dict(method="hybrid", peft="lora", fo_optimizer="adamw", zo_difference="central"),
     "hybrid-forward": dict(method="hybrid", peft="lora", fo_optimizer="adamw", zo_difference="forward"),
+    # the cheapest law (one random bit per entry): how much of the ZO overhead is drawing Gaussians
+    "hybrid-forward-rademacher": dict(method="hybrid", peft="lora", fo_optimizer="adamw", zo_difference="forward",
+                                      zo_law="rademacher"),
     # 16-bit dtypes only (for fp32 it equals hybrid-forward): no fp32 master, bounded drift instead
     "hybrid-forward-nomaster": dict(method="hybrid", peft="lora", fo_optimizer="adamw", zo_difference="forward",
                                     base_master="none"),
@@ -294,6 +297,8 @@ def run_bench_command(ns) -> int:
     mem_key = "peak_mem_mb" if device.type == "cuda" else "peak_rss_mb"
     ratios = {
         "hybrid_forward_time_over_fo_peft": _ratio(get("hybrid-forward", "step_s_median"), get("fo-peft", "step_s_median")),
+        "hybrid_forward_rademacher_time_over_fo_peft": _ratio(get("hybrid-forward-rademacher", "step_s_median"),
+                                                              get("fo-peft", "step_s_median")),
         "hybrid_central_time_over_fo_peft": _ratio(get("hybrid-central", "step_s_median"), get("fo-peft", "step_s_median")),
         "hybrid_forward_mem_over_fo_peft": _ratio(get("hybrid-forward", mem_key), get("fo-peft", mem_key)),
         "hybrid_central_mem_over_fo_peft": _ratio(get("hybrid-central", mem_key), get("fo-peft", mem_key)),

@@ -184,19 +184,15 @@ def _cmd_report(ns) -> int:
 
 
 def _cmd_demo_assets(ns) -> int:
-    from .testing import GENERATED_TASKS, generate_task_examples, tiny_model, tiny_tokenizer, write_jsonl
+    from .testing import GENERATED_TASKS, save_tiny_checkpoint, write_task_data
 
     folder = Path(ns.folder)
-    tok = tiny_tokenizer()
     try:
-        model = tiny_model(ns.arch, tok)
+        save_tiny_checkpoint(folder / "model", ns.arch)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    model.save_pretrained(folder / "model")
-    tok.save_pretrained(folder / "model")
     for task in GENERATED_TASKS:
-        write_jsonl(folder / task / "train.jsonl", generate_task_examples(task, 600, seed=0))
-        write_jsonl(folder / task / "validation.jsonl", generate_task_examples(task, 200, seed=1))
+        write_task_data(folder / task, task, 600, 200)
     print(f"wrote {folder}/model and generated data for {', '.join(GENERATED_TASKS)} (made-up words, no real text)")
     return 0
 

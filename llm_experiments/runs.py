@@ -107,6 +107,7 @@ def save_model(model, tokenizer, cfg: TrainConfig, folder: Path) -> str:
             tokenizer.save_pretrained(tmp / "merged")
             saved = "merged"
         else:
+            _sort_set_fields(model.peft_config.values())
             model.save_pretrained(tmp / "adapter")
             config = model.peft_config[model.active_adapter]
             base = model.get_base_model() if config.is_prompt_learning else model.unload()
@@ -114,6 +115,18 @@ def save_model(model, tokenizer, cfg: TrainConfig, folder: Path) -> str:
             tokenizer.save_pretrained(tmp / "base")
             saved = "base+adapter"
     return saved
+
+
+def _sort_set_fields(configs) -> None:
+    """Set-valued peft config fields (LoRA's ``target_modules``, IA3's ``feedforward_modules``) as sorted lists.
+
+    peft writes a set in iteration order, which follows the process's string-hash seed: two processes saving the
+    same run would write different ``adapter_config.json`` bytes (seen as a resume-after-SIGKILL mismatch).
+    """
+    for config in configs:
+        for name, value in vars(config).items():
+            if isinstance(value, (set, frozenset)):
+                setattr(config, name, sorted(value, key=str))
 
 
 def load_run_model(run_dir: str | Path, dtype: str | None = None):

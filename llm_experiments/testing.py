@@ -36,6 +36,9 @@ __all__ = [
     "tiny_model",
     "generate_task_examples",
     "write_jsonl",
+    "save_tiny_checkpoint",
+    "write_task_data",
+    "write_tiny_assets",
 ]
 
 TINY_ARCHITECTURES = ("opt", "llama", "gpt2")
@@ -267,3 +270,26 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     """Write ``rows`` as JSON lines to ``path`` atomically (``hybridtheory.io``)."""
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return Path(path)
+
+
+def save_tiny_checkpoint(folder: str | os.PathLike, arch: str = "opt") -> Path:
+    """A tiny random ``arch`` model and the tiny tokenizer saved together in ``folder``, like a Hub checkpoint."""
+    tok = tiny_tokenizer()
+    model = tiny_model(arch, tok)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return Path(folder)
+
+
+def write_task_data(folder: str | os.PathLike, task_name: str, n_train: int, n_validation: int) -> Path:
+    """``train.jsonl`` (seed 0) and ``validation.jsonl`` (seed 1) of generated ``task_name`` examples in ``folder``."""
+    write_jsonl(Path(folder) / "train.jsonl", generate_task_examples(task_name, n_train, seed=0))
+    write_jsonl(Path(folder) / "validation.jsonl", generate_task_examples(task_name, n_validation, seed=1))
+    return Path(folder)
+
+
+def write_tiny_assets(root: str | os.PathLike, n_train: int, n_validation: int, task_name: str = "sst2") -> Path:
+    """The assets of the CLI tests: a tiny OPT checkpoint in ``root/model`` and generated data in ``root/data``."""
+    save_tiny_checkpoint(Path(root) / "model")
+    write_task_data(Path(root) / "data", task_name, n_train, n_validation)
+    return Path(root)

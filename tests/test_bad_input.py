@@ -25,18 +25,12 @@ from hybridtheory.runner import RunConfig  # noqa: E402
 from llm_experiments.cli import main as llm_main  # noqa: E402
 from llm_experiments.config import GridConfig, TrainConfig  # noqa: E402
 from llm_experiments.errors import UserError  # noqa: E402
-from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer, write_jsonl  # noqa: E402
+from llm_experiments.testing import write_jsonl, write_tiny_assets  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bad_input_assets")
-    tok = tiny_tokenizer()
-    model = tiny_model("opt", tok)
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
-    write_jsonl(root / "data" / "train.jsonl", generate_task_examples("sst2", 48, seed=0))
-    write_jsonl(root / "data" / "validation.jsonl", generate_task_examples("sst2", 16, seed=1))
+    root = write_tiny_assets(tmp_path_factory.mktemp("bad_input_assets"), n_train=48, n_validation=16)
     (root / "nonutf").mkdir()
     (root / "nonutf" / "train.jsonl").write_bytes(b'{"sentence": "caf\xe9", "label": 1}\n' * 8)
     (root / "nonutf" / "validation.jsonl").write_bytes(b'{"sentence": "caf\xe9", "label": 1}\n' * 8)

@@ -21,7 +21,7 @@ from llm_experiments.data import load_splits  # noqa: E402
 from llm_experiments.evaluation import evaluate  # noqa: E402
 from llm_experiments.runs import load_run_model, read_jsonl  # noqa: E402
 from llm_experiments.tasks import get_task  # noqa: E402
-from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer, write_jsonl  # noqa: E402
+from llm_experiments.testing import write_jsonl, write_tiny_assets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,13 +35,7 @@ def offline(monkeypatch):
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """A tiny OPT saved like a Hub checkpoint, and an SST-2-format data folder (generated text)."""
-    root = tmp_path_factory.mktemp("assets")
-    tok = tiny_tokenizer()
-    model = tiny_model("opt", tok)
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
-    write_jsonl(root / "data" / "train.jsonl", generate_task_examples("sst2", 96, seed=0))
-    write_jsonl(root / "data" / "validation.jsonl", generate_task_examples("sst2", 40, seed=1))
+    root = write_tiny_assets(tmp_path_factory.mktemp("assets"), n_train=96, n_validation=40)
     write_jsonl(root / "bad" / "train.jsonl", [{"text": "no sentence field", "label": 1}] * 8)
     return root
 

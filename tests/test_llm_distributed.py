@@ -25,7 +25,7 @@ yaml = pytest.importorskip("yaml")
 from llm_experiments.cli import main  # noqa: E402
 from llm_experiments.distributed import answer_tokens, local_chunks, rank_slice  # noqa: E402
 from llm_experiments.runs import read_jsonl  # noqa: E402
-from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer, write_jsonl  # noqa: E402
+from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer, write_tiny_assets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_TIMEOUT_S = 240  # one launch of 2 processes (imports included) on a loaded 2-core machine
@@ -54,14 +54,7 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("assets")
-    tok = tiny_tokenizer()
-    model = tiny_model("opt", tok)
-    model.save_pretrained(root / "model")
-    tok.save_pretrained(root / "model")
-    write_jsonl(root / "data" / "train.jsonl", generate_task_examples("sst2", 64, seed=0))
-    write_jsonl(root / "data" / "validation.jsonl", generate_task_examples("sst2", 24, seed=1))
-    return root
+    return write_tiny_assets(tmp_path_factory.mktemp("assets"), n_train=64, n_validation=24)
 
 
 def free_port() -> int:
