@@ -26,7 +26,7 @@ ZO_LAWS = ("gaussian", "sphere", "rademacher")
 ZO_DIFFERENCES = ("central", "forward")
 FO_POINTS = ("jacobi", "gauss_seidel", "perturbed")
 SAMPLINGS = ("reshuffle", "replacement")
-MASTERS = ("auto", "none", "float32", "float64")
+MASTERS = ("auto", "none", "float32", "fp32", "float64", "stochastic", "compensated")
 SELECTIONS = ("best_dev", "last")
 SAVE_MODES = ("separate", "merged", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -109,8 +109,10 @@ class TrainConfig:
     zo_queries: int = _f(1, "q >= 1 directions per step")
     fo_point: str = _f("jacobi", "where the FO gradient is taken (hybrid): jacobi, gauss_seidel or perturbed", FO_POINTS)
     fo_dropout: bool = _f(False, "dropout in the FO pass (ZO forwards never use dropout)")
-    base_master: str = _f("auto", "master copy of ZO base weights: auto (float32 for 16-bit models), none, "
-                                  "float32 or float64", MASTERS)
+    base_master: str = _f("auto", "how a 16-bit ZO base stores its updates: float32/fp32 (master copy, 4 B/param), "
+                                  "compensated (int16 error buffer, 2 B/param), stochastic (stochastic rounding, "
+                                  "no memory), none (in place, as MeZO), float64; auto: the first that fits in "
+                                  "free memory (none for float32 models)", MASTERS)
     # loop
     batch_size: int = _f(16, "examples per step")
     micro_batches: int = _f(1, "split each step's batch into this many sequential forwards (accumulation)")
@@ -183,6 +185,9 @@ class TrainConfig:
             raise UserError("--fsdp and --device-map auto both place the base weights: use one")
         if self.device_map != "none" and self.device == "cpu":
             raise UserError("device_map=auto places layers on GPUs; with --device cpu leave --device-map none")
+        if self.base_master in ("stochastic", "compensated") and self.dtype not in ("bfloat16", "float16"):
+            raise UserError(f"base_master={self.base_master} changes how 16-bit weights store updates; with "
+                            f"--dtype {self.dtype} use none (or float64), or load the model in bfloat16/float16")
         if self.save_model == "merged" and self.uses_peft and self.peft in ("prefix", "prompt"):
             raise UserError(f"save_model=merged needs a mergeable adapter (lora, ia3), not {self.peft}; use separate")
         return self

@@ -790,7 +790,7 @@ def plot_bench(result: dict, cfg: BenchConfig, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hybridtheory.io import atomic_path
+    from hybridtheory.figures import atomic_savefig
 
     cells = result["cells"]
     paths = []
@@ -810,10 +810,8 @@ def plot_bench(result: dict, cfg: BenchConfig, out_dir: Path) -> list[Path]:
                title=f"{task}: {TASK_KINDS[task]}")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out_dir / "bridge_curves.png", suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
+    paths.append(atomic_savefig(fig, out_dir / "bridge_curves.png", dpi=110, bbox_inches=None))
     plt.close(fig)
-    paths.append(out_dir / "bridge_curves.png")
 
     rows = result["summary"]
     fig, axes = plt.subplots(1, len(cfg.tasks), figsize=(6 * len(cfg.tasks), 4.5), squeeze=False)
@@ -828,10 +826,8 @@ def plot_bench(result: dict, cfg: BenchConfig, out_dir: Path) -> list[Path]:
         ax.invert_yaxis()
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out_dir / "bridge_ablations.png", suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
+    paths.append(atomic_savefig(fig, out_dir / "bridge_ablations.png", dpi=110, bbox_inches=None))
     plt.close(fig)
-    paths.append(out_dir / "bridge_ablations.png")
     return paths
 
 

@@ -407,7 +407,7 @@ def plot_probe(result: dict, out_dir: str | Path, catalogue: Sequence[str] = ("p
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from hybridtheory.io import atomic_path
+    from hybridtheory.figures import atomic_savefig
     from hybridtheory.objectives.catalogue import local_smoothness_samples
 
     out_dir = Path(out_dir)
@@ -434,10 +434,8 @@ def plot_probe(result: dict, out_dir: str | Path, catalogue: Sequence[str] = ("p
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths = []
-    with atomic_path(out_dir / "probe_constants.png", suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
+    paths.append(atomic_savefig(fig, out_dir / "probe_constants.png", dpi=110, bbox_inches=None))
     plt.close(fig)
-    paths.append(out_dir / "probe_constants.png")
 
     fit = result["l0_l1_fit"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -459,8 +457,6 @@ def plot_probe(result: dict, out_dir: str | Path, catalogue: Sequence[str] = ("p
            title="beside the synthetic (L0, L1) catalogue")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(out_dir / "probe_l0l1.png", suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
+    paths.append(atomic_savefig(fig, out_dir / "probe_l0l1.png", dpi=110, bbox_inches=None))
     plt.close(fig)
-    paths.append(out_dir / "probe_l0l1.png")
     return paths

@@ -109,6 +109,8 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from hybridtheory.figures import atomic_savefig
+
     out.mkdir(parents=True, exist_ok=True)
     by_cell = defaultdict(list)
     for row in rows:
@@ -161,7 +163,7 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         fig.tight_layout()
         stem = f"{Path(model).name}__{task}"
         path = out / f"{stem}.png"
-        fig.savefig(path, dpi=110, metadata={"Software": None})
+        atomic_savefig(fig, path, dpi=110, bbox_inches=None)
         plt.close(fig)
         atomic_write_text(out / f"{stem}.csv", "\n".join(points) + "\n")
         written.append(path)

@@ -314,8 +314,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
                 "environment": environment(device), "n_train": len(splits.train), "n_dev": len(splits.dev),
                 "n_eval": len(splits.eval), "params": {"base": split.numel("base"), "adapter": split.numel("adapter")},
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
-                "base_master": trainer.master_dtype, "checkpoint_base": cfg.checkpoint_base if trainer.replay_group
-                else "full", "displacement_start": cfg.displacement_start if trainer.reload_start else "memory",
+                "base_master": trainer.master_dtype, "base_policy": trainer.base_policy,
+                "checkpoint_base": cfg.checkpoint_base if trainer.replay_group else "full",
+                "displacement_start": cfg.displacement_start if trainer.reload_start else "memory",
                 "dtype": cfg.dtype, "objective": objective,
                 "fo_precision": trainer.precision.describe(),
                 "scoring": spec.scoring, "world": {"size": world.size, "backend": world.backend, "fsdp": cfg.fsdp},

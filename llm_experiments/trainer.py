@@ -32,11 +32,14 @@ weights as cast(master + s mu u) (rounded once), and the update pass updates the
 cast(master), so (a) restore is exact (the next write starts from the untouched master), not bf16 drift
 (~1e-2), and (b) ZO updates far below the bf16 ULP accumulate in the master instead of
 rounding away. ``base_master="float64"`` on an fp32 model makes restore exact to fp32 in practice.
+Memory-light alternatives (``compensated``: an int16 error buffer, ``stochastic``: stochastic rounding) and
+``auto``'s choice among them from the free memory are in :mod:`.precision`; the decision is ``base_policy``.
 """
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -46,13 +49,14 @@ import torch
 
 from hybridtheory.algorithm import (EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step, sgd_update,
                                     step_size_multiplier, zo_forwards, zo_update)
+from hybridtheory.algorithm.rounding import COMPENSATION_DTYPE
 from hybridtheory.io import atomic_folder
 
 from .config import TrainConfig
 from .distributed import ReducedOracle, World, gather_full, is_sharded, local_chunks, local_rows, local_shard
 from .errors import UserError
 from .models import ParamSplit, no_decay_parameter_ids, torch_dtype
-from .precision import MAX_RETRIES, FOPrecision
+from .precision import MAX_RETRIES, FOPrecision, free_memory_bytes, resolve_base_policy
 
 # Which block gets which oracle, per method: (base oracle or None if frozen, adapter oracle or None).
 METHOD_ORACLES = {
@@ -259,28 +263,31 @@ class Trainer:
                 base.append(local)
                 self.shard_of[("base", i)] = p
                 starts[i] = start
-        # dtype policy: fp32 (or fp64) master of the ZO base block for 16-bit models
-        master_name = cfg.base_master
-        if master_name == "auto":
-            master_name = "float32" if base and base[0].dtype in (torch.float16, torch.bfloat16) else "none"
+        # ZO base policy (precision.py): fp32/fp64 master, compensation buffer, stochastic rounding or in place
+        policy, reason = self._base_policy(cfg, base, base_oracle == "zo")
         self.master_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        if base_oracle == "zo" and master_name != "none":
-            masters = [p.detach().to(MASTER_DTYPES[master_name]).clone() for p in base]
+        compensation = None
+        if base_oracle == "zo" and policy in MASTER_DTYPES:
+            masters = [p.detach().to(MASTER_DTYPES[policy]).clone() for p in base]
             self.master_pairs = list(zip(base, masters))
             base = masters
-        self.master_dtype = master_name if self.master_pairs else "none"
+        elif base_oracle == "zo" and policy == "compensated":
+            compensation = [torch.zeros_like(p, dtype=COMPENSATION_DTYPE) for p in base]
+        self.master_dtype = policy if self.master_pairs else "none"
+        self.base_policy = {"policy": policy, "reason": reason, "asked": cfg.base_master}
         self.groups: list[ParamGroup] = []
 
-        def group(name, params, lr, oracle, mirrors=None):
+        def group(name, params, lr, oracle, mirrors=None, compensation=None):
             # ZO blocks take MeZO's weight decay in the core; FO decay belongs to the FO optimizer (--weight-decay)
             wd = cfg.zo_weight_decay if oracle == "zo" else 0.0
-            return ParamGroup(name, params, lr, oracle, weight_decay=wd, decay_mask=decay_masks[name], mirrors=mirrors)
+            return ParamGroup(name, params, lr, oracle, weight_decay=wd, decay_mask=decay_masks[name], mirrors=mirrors,
+                              compensation=compensation)
 
         if base_oracle is not None:
             # with a master, the core writes the model's 16-bit weights as cast(master + s mu u) in each
             # perturbation pass and cast(master) in the update pass: no separate casts before forwards
             mirrors = [w for w, _ in self.master_pairs] if self.master_pairs else None
-            self.groups.append(group("base", base, cfg.lr_base, base_oracle, mirrors=mirrors))
+            self.groups.append(group("base", base, cfg.lr_base, base_oracle, mirrors=mirrors, compensation=compensation))
         if adapter_oracle is not None:
             self.groups.append(group("adapter", split.tensors("adapter"), cfg.lr_adapter, adapter_oracle))
         self.base_lrs = {g.name: g.lr for g in self.groups}  # the schedule multiplies these each step
@@ -299,8 +306,9 @@ class Trainer:
                 t.numel() for t in zo_block[len(base):])
             zo_sharded = {"offsets": tuple(offsets), "reduce": lambda sq: self.world.sum_scalar(sq, "zo_norm"),
                           "dim": dim}
+        rounding = "stochastic" if base_oracle == "zo" and policy == "stochastic" else "nearest"
         self.zo = ZOSettings(mu=cfg.mu, law=cfg.zo_law, difference=cfg.zo_difference, queries=cfg.zo_queries,
-                             **zo_sharded)
+                             rounding=rounding, **zo_sharded)
         self.optimizer = None
         if fo_params and cfg.fo_optimizer != "sgd":
             kind = torch.optim.Adam if cfg.fo_optimizer == "adam" else torch.optim.AdamW
@@ -334,6 +342,27 @@ class Trainer:
         return self.replay_group is not None and self.cfg.checkpoint_base == "replay"
 
     # -------------------------------------------------------------- dtype policy
+    def _base_policy(self, cfg: TrainConfig, base: list[torch.Tensor], zo_base: bool) -> tuple[str, str]:
+        """Resolve ``base_master`` (precision.resolve_base_policy). ``auto`` on a 16-bit ZO base reads the free
+        memory of the base's device; ranks take the most frugal of their choices (they must all store alike)."""
+        dtype = base[0].dtype if base else torch.float32
+        numel = sum(p.numel() for p in base)
+        free = None
+        if cfg.base_master == "auto" and zo_base and dtype in (torch.float16, torch.bfloat16):
+            free = free_memory_bytes(base[0].device)
+        policy, reason = resolve_base_policy(cfg.base_master, dtype, numel, zo_base, free)
+        if cfg.base_master == "auto" and self.world.distributed and zo_base:
+            order = ("none", "float32", "compensated", "stochastic")
+            votes = [float(self.world.sum_scalar(torch.tensor(float(policy == p), dtype=torch.float64), "check"))
+                     for p in order]
+            agreed = order[max(i for i, v in enumerate(votes) if v > 0)]
+            if agreed != policy:
+                policy, reason = agreed, f"another rank chose {agreed} (this rank: {policy}, {reason})"
+        if cfg.base_master == "auto" and policy != "none" and self.world.is_main:
+            # a 16-bit ZO base: the choice depends on this machine's free memory, so say why (one line)
+            print(f"base policy: {policy} ({reason})", file=sys.stderr)
+        return policy, reason
+
     @torch.no_grad()
     def sync_master(self) -> None:
         """Model weights <- cast(master). A no-op for fp32 models without a master."""
@@ -520,6 +549,8 @@ class Trainer:
         if self.base_moved:  # e.g. back to the best step after training: start again from the initial weights
             for p, p0 in zip(group.params, self.initial_tensors()):
                 p.copy_(p0)
+            for buffer in group.compensation or []:  # the compensated policy's buffers start at 0 too
+                buffer.zero_()
         checksum = self.block_checksum("base")
         if start_checksum is not None and not math.isclose(checksum, start_checksum, rel_tol=1e-9, abs_tol=1e-9):
             raise UserError(f"the base weights of {self.cfg.model!r} differ from the ones the run started from "
@@ -554,9 +585,18 @@ class Trainer:
             group = next((g for g in self.groups if g.name == name), None)
             if group is None or (group is self.replay_group and self.replays_base):
                 continue  # a frozen sharded base is not part of the trainer's state; a replayed one is its log
-            full = gather_full(group.params[i].detach(), like)
-            if self.world.is_main:
-                self._gathered[f"{name}.{i}"] = full.to("cpu").contiguous().clone()
+            for key, local in self._saved_tensors(group, i):
+                full = gather_full(local.detach(), like)
+                if self.world.is_main:
+                    self._gathered[key] = full.to("cpu").contiguous().clone()
+
+    @staticmethod
+    def _saved_tensors(group: ParamGroup, i: int) -> list[tuple[str, torch.Tensor]]:
+        """What a checkpoint holds of tensor ``i`` of ``group``: the tensor, and its compensation buffer if any."""
+        out = [(f"{group.name}.{i}", group.params[i])]
+        if group.compensation is not None:
+            out.append((f"{group.name}.comp.{i}", group.compensation[i]))
+        return out
 
     def write_state(self, folder: Path) -> None:
         """Write the resumable state into the existing folder ``folder`` (the caller makes it atomic).
@@ -569,10 +609,11 @@ class Trainer:
 
         stored = [g for g in self.groups if not (g is self.replay_group and self.replays_base)]
         gathered = getattr(self, "_gathered", {})
-        if len(gathered) != sum(1 for name, _ in self.shard_of if any(g.name == name for g in stored)):
+        if len(gathered) != sum(len(self._saved_tensors(g, i)) for name, i in self.shard_of
+                                for g in stored if g.name == name):
             raise RuntimeError("a sharded base needs gather_shards() on every rank before write_state()")
-        tensors = {f"{g.name}.{i}": gathered.get(f"{g.name}.{i}", p.detach()).to("cpu").contiguous().clone()
-                   for g in stored for i, p in enumerate(g.params)}
+        tensors = {key: gathered.get(key, t.detach()).to("cpu").contiguous().clone()
+                   for g in stored for i in range(len(g.params)) for key, t in self._saved_tensors(g, i)}
         self._gathered = {}
         save_file(tensors, str(folder / "params.safetensors"))
         if self.replay_group is not None:  # the base's update log (always: a resume may switch full <-> replay)
@@ -617,18 +658,22 @@ class Trainer:
             for g in self.groups:
                 if replayed and g is self.replay_group:
                     continue
-                for i, p in enumerate(g.params):
-                    saved = tensors[f"{g.name}.{i}"]
-                    like = self.shard_of.get((g.name, i))
-                    if like is not None:  # a sharded base: this rank's rows of the full tensor
-                        if saved.shape != like.shape:
-                            raise ValueError(f"tensor {g.name}.{i} has shape {tuple(saved.shape)}, "
-                                             f"the model {tuple(like.shape)}")
-                        saved = local_rows(saved, like)
-                    if saved.shape != p.shape:
-                        raise ValueError(f"tensor {g.name}.{i} has shape {tuple(saved.shape)}, "
-                                         f"the model {tuple(p.shape)}")
-                    p.copy_(saved)
+                for i in range(len(g.params)):
+                    for key, p in self._saved_tensors(g, i):
+                        if key not in tensors and ".comp." in key:
+                            p.zero_()  # a checkpoint of another base policy: the weights alone hold the value
+                            continue
+                        saved = tensors[key]
+                        like = self.shard_of.get((g.name, i))
+                        if like is not None:  # a sharded base: this rank's rows of the full tensor
+                            if saved.shape != like.shape:
+                                raise ValueError(f"tensor {key} has shape {tuple(saved.shape)}, "
+                                                 f"the model {tuple(like.shape)}")
+                            saved = local_rows(saved, like)
+                        if saved.shape != p.shape:
+                            raise ValueError(f"tensor {key} has shape {tuple(saved.shape)}, "
+                                             f"the model {tuple(p.shape)}")
+                        p.copy_(saved)
             if optimizer is not None:
                 self.optimizer.load_state_dict(optimizer)
         except Exception as exc:  # any unreadable part: one line naming the folder and the cause

@@ -399,13 +399,16 @@ def _computed(files: dict) -> dict:
     return {k: v for k, v in files.items() if not k.startswith("checkpoint/") and k != "config.json"}
 
 
-@pytest.mark.parametrize("method,master", [("hybrid", "none"), ("zo-full", "float64")])
+@pytest.mark.parametrize("method,master", [("hybrid", "none"), ("zo-full", "float64"), ("zo-full", "compensated")])
 def test_resume_from_a_replay_checkpoint_equals_the_uninterrupted_run(assets, tmp_path, method, master):
     """The checkpoint holds no base tensor; the resumed run rebuilds the base by replaying the logged updates
-    from the model's weights (in place, and through a master) and ends byte for byte as the uninterrupted run."""
+    from the model's weights (in place, through a master, and a bf16 base with its compensation buffers) and
+    ends byte for byte as the uninterrupted run."""
     from safetensors.torch import load_file
 
     extra = {"method": method, "base_master": master, "checkpoint_base": "replay"}
+    if master == "compensated":
+        extra["dtype"] = "bfloat16"
     if method == "zo-full":
         extra |= {"zo_weight_decay": "0.1", "lr_schedule": "linear", "warmup_steps": "1"}  # decay and lr in the log
     straight = tmp_path / "straight"

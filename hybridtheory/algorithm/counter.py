@@ -23,6 +23,9 @@ Laws (entry ``e`` of the flat tensor):
 * ``"sphere"``: the Gaussian draw divided by the norm of the whole block (all its tensors). The norm
   comes from per-tensor sums of squares, which a caller holding only shards sums over its shards
   and all-reduces before normalising (see :meth:`Direction.inverse_norm`'s ``reduce``).
+* ``"uniform"`` (not a direction law: the random bits of stochastic rounding,
+  :mod:`hybridtheory.algorithm.rounding`): counter ``c = e // 4``, entry ``e`` is the top 24 bits of word
+  ``e % 4`` times ``2**-24``, in [0, 1) and exact in float32.
 
 Contract for sharded callers (the distributed trainer codes against this):
 
@@ -46,7 +49,7 @@ _MASK64 = (1 << 64) - 1
 _UNIFORM_SCALE = 4.6566127342e-10                 # Triton's: largest s with (2**31 - 1) * s < 1 in float32
 _TWO_PI = 6.283185307179586
 _MIN_UNIFORM = 1.0e-7
-ENTRIES_PER_COUNTER = {"gaussian": 4, "sphere": 4, "rademacher": 128}
+ENTRIES_PER_COUNTER = {"gaussian": 4, "sphere": 4, "rademacher": 128, "uniform": 4}
 # counters per chunk on CPU: the ~40 int64 temporaries of a chunk stay in cache
 _CHUNK_COUNTERS = 1 << 14
 
@@ -182,6 +185,13 @@ def _draw_compiled(key: int, start: int, numel: int, out: torch.Tensor) -> torch
     return out
 
 
+def _block_uniform(first: int, count: int, key, device) -> torch.Tensor:
+    """Entries of counters ``[first, first + count)``: entry ``4 c + j`` from the top 24 bits of word ``j``."""
+    c0, c1 = _counters(first, count, device, key)
+    words = torch.stack(philox4x32(c0, c1, key), dim=-1)                       # (..., count, 4)
+    return ((words >> 8).to(torch.float32) * 2.0 ** -24).flatten(-2)
+
+
 _SIGN_TABLES: dict[torch.device, torch.Tensor] = {}
 _BYTE_SHIFTS = (0, 8, 16, 24)
 
@@ -216,7 +226,7 @@ def draw_slice(key: int | torch.Tensor, start: int, numel: int, law: str = "gaus
     chunks so the temporaries stay small.
     """
     law = "gaussian" if law == "sphere" else law
-    block = _block_gaussian if law == "gaussian" else _block_rademacher
+    block = {"gaussian": _block_gaussian, "rademacher": _block_rademacher, "uniform": _block_uniform}[law]
     per = ENTRIES_PER_COUNTER[law]
     device = torch.device(device)
     batch = key.shape[:-1] if isinstance(key, torch.Tensor) else ()

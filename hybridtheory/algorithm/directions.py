@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import counter
+from . import counter, rounding
 from .counter import derive_seed
 
 LAWS = ("sphere", "gaussian", "rademacher")
@@ -179,7 +179,9 @@ class Direction:
                alpha: float | torch.Tensor | Sequence[float | torch.Tensor],
                inv_norm: torch.Tensor | None = None,
                scale_first: Sequence[float | torch.Tensor] | None = None,
-               mirrors: Sequence[torch.Tensor] | None = None) -> None:
+               mirrors: Sequence[torch.Tensor] | None = None,
+               rounding_seed: int | None = None,
+               compensation: Sequence[torch.Tensor] | None = None) -> None:
         """In place: ``block[k] <- scale_first[k] * block[k] + alpha_k * u_k``.
 
         ``alpha`` is one scalar for the whole block or a list with one entry per tensor (per-block
@@ -188,6 +190,11 @@ class Direction:
         default 1) multiplies the tensor in the same pass (weight decay). ``mirrors`` (e.g. a 16-bit
         model's weights when ``block`` is their fp32 master) receive the new values, cast, in the
         same pass.
+
+        How a 16-bit ``block`` stores the new values (:mod:`.rounding`; default: to nearest):
+        ``rounding_seed`` rounds stochastically with the bits of that seed (:func:`.rounding.rounding_seed`);
+        ``compensation`` (one buffer per tensor) makes each pair ``(block[k], compensation[k])`` hold the value
+        ``block[k] + compensation[k]``, which the pass reads and writes (``scale_first`` scales the pair).
         """
         alphas = list(alpha) if isinstance(alpha, (list, tuple)) else [alpha] * len(block)
         if len(alphas) != len(block):
@@ -195,9 +202,13 @@ class Direction:
         scales = [1.0] * len(block) if scale_first is None else list(scale_first)
         if self.law == "sphere" and inv_norm is None:
             inv_norm = self.inverse_norm(block)
+        if (rounding_seed is not None or compensation is not None) and mirrors is not None:
+            raise ValueError("stochastic or compensated writes store into the block itself; mirrors go with a master")
         for k, (t, a, m) in enumerate(zip(block, alphas, scales)):
             mirror = None if mirrors is None else mirrors[k]
-            if self._kernel(t):
+            if rounding_seed is not None or compensation is not None:
+                self._write(k, t, a, m, inv_norm, rounding_seed, None if compensation is None else compensation[k])
+            elif self._kernel(t):
                 self._kernel_apply(k, t, a, inv_norm, m, mirror, True)
             elif self._streamed(t):
                 mflat = None if mirror is None else mirror.view(-1)
@@ -210,6 +221,33 @@ class Direction:
                 self._axpy(t, u, a, m)
                 if mirror is not None:
                     mirror.copy_(t)
+
+    def _write(self, k: int, t: torch.Tensor, a, m, inv_norm, rseed: int | None, comp: torch.Tensor | None) -> None:
+        """``t <- m (t + comp) + a u_k`` computed in the draw's precision and stored by :func:`.rounding.store`
+        (stochastically with the bits of ``rseed``, or into the pair ``(t, comp)``). Eager, piece by piece on
+        the streamed path (the Triton kernels do not have these stores)."""
+        start = 0 if self.offsets is None else int(self.offsets[k])
+        if self._streamed(t) and (comp is None or comp.is_contiguous()):
+            cflat = None if comp is None else comp.view(-1)
+            for x, u, sl in self._pieces(k, t, inv_norm):
+                c = None if cflat is None else cflat[sl]
+                v = None if rseed is None else rounding.uniforms(rseed, k, start + sl.start, x.numel(), t.device)
+                rounding.store(x, self._shifted(x, u, a, m, c), v, c)
+            return
+        u = self._unit(k, t, inv_norm)
+        if self.batch_dims:
+            a = _batch_view(a, t, self.batch_dims) if isinstance(a, torch.Tensor) else a
+            m = _batch_view(m, t, self.batch_dims) if isinstance(m, torch.Tensor) else m
+        v = None if rseed is None else rounding.uniforms(rseed, k, start, t.numel(), t.device).view(t.shape)
+        rounding.store(t, self._shifted(t, u, a, m, comp), v, comp)
+
+    @staticmethod
+    def _shifted(x: torch.Tensor, u: torch.Tensor, a, m, comp: torch.Tensor | None) -> torch.Tensor:
+        """A new tensor ``m (x + comp) + a u`` in ``u``'s dtype (float32 or float64)."""
+        y = x.to(u.dtype) if comp is None else rounding.compensated_value(x, comp, u.dtype)
+        if isinstance(m, torch.Tensor) or m != 1.0:
+            y = y * m
+        return y + u * a
 
     @no_grad
     def write_shifted(self, block: Sequence[torch.Tensor], mirrors: Sequence[torch.Tensor],

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .directions import LAWS, Direction, DirectionBank, derive_seed, no_grad
+from .rounding import PASS_MINUS, PASS_PLUS, PASS_RESTORE, PASS_UPDATE, ROUNDINGS, rounding_seed
 
 DIFFERENCES = ("central", "forward")
 
@@ -47,6 +48,9 @@ class ZOSettings:
         offsets, reduce, dim: for a block of shards (see :class:`Direction`): where each local tensor
             starts in its full flat tensor, the cross-shard sum for the sphere normaliser, and the
             entries of the whole block (the sphere's d).
+        rounding: how the write passes store into 16-bit tensors of the block (:mod:`.rounding`):
+            ``"nearest"`` or ``"stochastic"`` (bits from the counter generator, a stream per direction and
+            pass: reproducible from the step seed, the same on any sharding).
     """
 
     mu: float | torch.Tensor = 1e-3
@@ -60,10 +64,13 @@ class ZOSettings:
     offsets: tuple[int, ...] | None = None
     reduce: Callable[[torch.Tensor], torch.Tensor | None] | None = field(default=None, compare=False, repr=False)
     dim: int | None = None
+    rounding: str = "nearest"
 
     def __post_init__(self) -> None:
         if self.law not in LAWS:
             raise ValueError(f"unknown direction law {self.law!r}; expected one of {LAWS}")
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"unknown rounding {self.rounding!r}; expected one of {ROUNDINGS}")
         if self.difference not in DIFFERENCES:
             raise ValueError(f"unknown difference {self.difference!r}; expected one of {DIFFERENCES}")
         if int(self.queries) != self.queries or self.queries < 1:
@@ -86,6 +93,11 @@ class ZOSettings:
                          reduce=self.reduce, dim=self.dim)
 
 
+def _rounding(rounding: str, direction: Direction, pass_no: int) -> int | None:
+    """The rounding seed of a write pass (None: round to nearest)."""
+    return rounding_seed(direction.seed, pass_no) if rounding == "stochastic" else None
+
+
 @dataclass
 class ZORecord:
     """One query's outcome: enough to replay the update without storing the direction."""
@@ -104,6 +116,7 @@ def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tens
                     plus_loss: Callable[[], torch.Tensor] | None = None,
                     defer_restore: bool = False,
                     mirrors: Sequence[torch.Tensor] | None = None,
+                    compensation: Sequence[torch.Tensor] | None = None,
                     coefficients: Sequence[torch.Tensor] | None = None) -> list[ZORecord]:
     """Query the loss around the current block and return one record per direction.
 
@@ -124,11 +137,14 @@ def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tens
             ``block``): each perturbation writes ``mirrors <- cast(block + s mu u)`` in one pass and the
             block itself is never perturbed, so nothing needs restoring but the mirrors (done by
             :func:`apply_zo_update` in its pass, or here by a copy when ``defer_restore`` is off).
+        compensation: one 16-bit error-compensation buffer per block tensor (:mod:`.rounding`): every pass
+            reads and writes the pair (block, buffer), so the restore is exact up to the buffer's rounding.
         coefficients: replay (seed-replay checkpoints): the coefficients a past run of this step measured,
             one per query. No loss is evaluated (``loss`` may be None), but the block goes through the same
             perturbation passes as when they were measured: in place, the rounding of ``x + mu u - 2 mu u ...``
-            is part of the trajectory, so redoing the passes is what makes the replay bit for bit. With
-            ``mirrors`` the block is never perturbed, so the replay skips the mirrors' passes.
+            (and the stochastic rounding or the compensation buffers) is part of the trajectory, so redoing the
+            passes is what makes the replay bit for bit. With ``mirrors`` the block is never perturbed, so the
+            replay skips the mirrors' passes.
     """
     replaying = coefficients is not None
     if replaying and len(coefficients) != settings.queries:
@@ -138,6 +154,8 @@ def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tens
     mu = settings.mu
     records = []
     if mirrors is not None:
+        if compensation is not None or settings.rounding != "nearest":
+            raise ValueError("mirrors (a master copy) exclude stochastic rounding and compensation buffers")
         return _mirrored_coefficients(block, mirrors, loss, settings, step_seed, f0, plus_loss, defer_restore,
                                       coefficients)
 
@@ -150,18 +168,23 @@ def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tens
         d = settings.direction(step_seed, k)
         inv = d.inverse_norm(block)
         defer = defer_restore and k == settings.queries - 1
-        d.add_to(block, mu, inv)                                  # x + mu u
+
+        def shift(alpha, pass_no):
+            d.add_to(block, alpha, inv, rounding_seed=_rounding(settings.rounding, d, pass_no),
+                     compensation=compensation)
+
+        shift(mu, PASS_PLUS)                                      # x + mu u
         f_plus = evaluate(k)
         if settings.difference == "central":
-            d.add_to(block, -2 * mu, inv)                         # x - mu u
+            shift(-2 * mu, PASS_MINUS)                            # x - mu u
             f_minus = None if replaying else loss()
             if not defer:
-                d.add_to(block, mu, inv)                          # back to x
+                shift(mu, PASS_RESTORE)                           # back to x
             c = coefficients[k] if replaying else (f_plus - f_minus) / (2 * mu)
             pending = -mu if defer else None
         else:
             if not defer:
-                d.add_to(block, -mu, inv)                         # back to x
+                shift(-mu, PASS_RESTORE)                          # back to x
             c = coefficients[k] if replaying else (f_plus - f0) / mu
             pending = mu if defer else None
         records.append(ZORecord(d, c.detach(), inv, pending))
@@ -207,7 +230,8 @@ def zo_forwards(settings: ZOSettings, have_f0: bool) -> int:
 def apply_zo_update(block: Sequence[torch.Tensor], records: Sequence[ZORecord],
                     lrs: Sequence[float | torch.Tensor],
                     decays: Sequence[float | torch.Tensor] | None = None,
-                    mirrors: Sequence[torch.Tensor] | None = None) -> None:
+                    mirrors: Sequence[torch.Tensor] | None = None,
+                    compensation: Sequence[torch.Tensor] | None = None, rounding: str = "nearest") -> None:
     r"""In place: ``block[k] <- block[k] - lrs[k] * (g_k + wd_k block[k])`` with
     :math:`g = \frac{s}{q}\sum_r c_r u_r`.
 
@@ -216,6 +240,8 @@ def apply_zo_update(block: Sequence[torch.Tensor], records: Sequence[ZORecord],
     ``lr_k * wd_k`` per tensor (0 where a tensor is not decayed; None: no decay): MeZO's ZO weight
     decay, taken at the restored point, :math:`x \leftarrow (1 - \eta\,wd)\,x - \eta\,g`.
     ``mirrors`` (see :func:`zo_coefficients`) receive ``cast(block)`` in the pass of the last record.
+    ``compensation`` and ``rounding`` (see :func:`zo_coefficients` and :class:`ZOSettings`): how each pass
+    stores into a 16-bit block.
     """
     if not records:
         if mirrors is not None:
@@ -232,28 +258,31 @@ def apply_zo_update(block: Sequence[torch.Tensor], records: Sequence[ZORecord],
         coeff = r.coeff if r.coeff.device.type == "mps" else r.coeff.to(torch.float64)
         factor = -(scale / q) * coeff
         pending = 0.0 if r.pending is None else r.pending
-        mirror = mirrors if i == len(ordered) - 1 else None
+        store = dict(mirrors=mirrors if i == len(ordered) - 1 else None, compensation=compensation,
+                     rounding_seed=_rounding(rounding, r.direction, PASS_UPDATE))
         if i == 0 and decays is not None:
             keep = [1 - a for a in decays]
             # (1 - a) (x + o u) - (1 - a) o u - lr g = (1 - a) x - lr g
             r.direction.add_to(block, [lr * factor - k * pending for lr, k in zip(lrs, keep)], r.inv_norm,
-                               scale_first=keep, mirrors=mirror)
+                               scale_first=keep, **store)
         elif r.pending is None:
-            r.direction.add_to(block, [lr * factor for lr in lrs], r.inv_norm, mirrors=mirror)
+            r.direction.add_to(block, [lr * factor for lr in lrs], r.inv_norm, **store)
         else:  # restore (remove the pending offset) and update in one pass
-            r.direction.add_to(block, [lr * factor - r.pending for lr in lrs], r.inv_norm, mirrors=mirror)
+            r.direction.add_to(block, [lr * factor - r.pending for lr in lrs], r.inv_norm, **store)
         r.pending = None
 
 
 @no_grad
 def restore_pending(block: Sequence[torch.Tensor], records: Sequence[ZORecord],
-                    mirrors: Sequence[torch.Tensor] | None = None) -> None:
+                    mirrors: Sequence[torch.Tensor] | None = None,
+                    compensation: Sequence[torch.Tensor] | None = None, rounding: str = "nearest") -> None:
     """Undo a deferred restore without updating (e.g. to abandon a step)."""
     if mirrors is not None:
         _copy_into(mirrors, block)
     for r in records:
         if r.pending is not None:
-            r.direction.add_to(block, -r.pending, r.inv_norm)
+            r.direction.add_to(block, -r.pending, r.inv_norm, compensation=compensation,
+                               rounding_seed=_rounding(rounding, r.direction, PASS_RESTORE))
             r.pending = None
 
 

@@ -46,6 +46,8 @@ class ParamGroup:
     ``fo_update`` (e.g. AdamW) handles its own decay and ignores these fields. ``mirrors`` (ZO groups
     only): tensors the loss reads in place of ``params``, kept equal to ``cast(params)`` and perturbed as
     ``cast(params + s mu u)`` in one pass each (a 16-bit model whose fp32 master is ``params``).
+    ``compensation`` (ZO groups only, no mirrors): one 16-bit error-compensation buffer per tensor, the pair
+    ``params[k] + compensation[k]`` being the value every write pass reads and writes (:mod:`.rounding`).
     """
 
     name: str
@@ -55,6 +57,7 @@ class ParamGroup:
     weight_decay: float = 0.0
     decay_mask: list[bool] | None = None
     mirrors: list[torch.Tensor] | None = None
+    compensation: list[torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.oracle not in ORACLES:
@@ -67,6 +70,10 @@ class ParamGroup:
             raise ValueError(f"group {self.name!r}: weight decay must be >= 0, got {self.weight_decay}")
         if self.mirrors is not None and (self.oracle != "zo" or len(self.mirrors) != len(self.params)):
             raise ValueError(f"group {self.name!r}: mirrors need a ZO group and one mirror per tensor")
+        if self.compensation is not None and (self.oracle != "zo" or self.mirrors is not None
+                                              or len(self.compensation) != len(self.params)):
+            raise ValueError(f"group {self.name!r}: compensation buffers need a ZO group without mirrors and one "
+                             "buffer per tensor")
         if self.decay_mask is not None and len(self.decay_mask) != len(self.params):
             raise ValueError(f"group {self.name!r}: decay_mask has {len(self.decay_mask)} entries for "
                              f"{len(self.params)} tensors")
@@ -137,8 +144,9 @@ def _flatten(groups: Sequence[ParamGroup], oracle: str) -> tuple[list[torch.Tens
     return params, lrs, (decays if any_decay else None)
 
 
-def _zo_block(groups: Sequence[ParamGroup]) -> tuple[list[torch.Tensor], list, list | None, list | None]:
-    """The perturbation group: tensors, step sizes, decays and mirrors (None: no group has them)."""
+def _zo_block(groups: Sequence[ParamGroup]):
+    """The perturbation group: tensors, step sizes, decays, mirrors and compensation buffers (None: no group
+    has them)."""
     zo_params, zo_lrs, zo_decays = _flatten(groups, "zo")
     zo_groups = [g for g in groups if g.oracle == "zo"]
     zo_mirrors = None
@@ -146,7 +154,12 @@ def _zo_block(groups: Sequence[ParamGroup]) -> tuple[list[torch.Tensor], list, l
         if not all(g.mirrors is not None for g in zo_groups):
             raise ValueError("either every ZO group has mirrors or none has")
         zo_mirrors = [m for g in zo_groups for m in g.mirrors]
-    return zo_params, zo_lrs, zo_decays, zo_mirrors
+    zo_comp = None
+    if any(g.compensation is not None for g in zo_groups):
+        if not all(g.compensation is not None for g in zo_groups):
+            raise ValueError("either every ZO group has compensation buffers or none has")
+        zo_comp = [c for g in zo_groups for c in g.compensation]
+    return zo_params, zo_lrs, zo_decays, zo_mirrors, zo_comp
 
 
 def zo_update(groups: Sequence[ParamGroup], zo: ZOSettings, step_seed: int,
@@ -157,15 +170,16 @@ def zo_update(groups: Sequence[ParamGroup], zo: ZOSettings, step_seed: int,
 
     Training passes ``loss`` (the coefficients are measured); a replay passes the ``coefficients`` a past
     run recorded (with the groups' ``lr`` set to the step sizes that step used): the same perturbation and
-    update passes run, without forwards, so the block ends bit for bit where training left it (seed-replay
-    checkpoints). ``write_mirrors=False`` skips writing the mirrors in the update pass (a replay of many
-    steps writes them once at the end; the block itself is the same either way).
+    update passes run, without forwards, so the block (and its compensation buffers) end bit for bit where
+    training left them (seed-replay checkpoints). ``write_mirrors=False`` skips writing the mirrors in the
+    update pass (a replay of many steps writes them once at the end; the block itself is the same either way).
     """
-    zo_params, zo_lrs, zo_decays, zo_mirrors = _zo_block(groups)
+    zo_params, zo_lrs, zo_decays, zo_mirrors, zo_comp = _zo_block(groups)
     # the last restore is fused with the update (one pass over the parameters fewer)
     records = zo_coefficients(zo_params, loss, zo, step_seed, f0=f0, plus_loss=plus_loss, defer_restore=True,
-                              mirrors=zo_mirrors, coefficients=coefficients)
-    apply_zo_update(zo_params, records, zo_lrs, zo_decays, mirrors=zo_mirrors if write_mirrors else None)
+                              mirrors=zo_mirrors, compensation=zo_comp, coefficients=coefficients)
+    apply_zo_update(zo_params, records, zo_lrs, zo_decays, mirrors=zo_mirrors if write_mirrors else None,
+                    compensation=zo_comp, rounding=zo.rounding)
     return records
 
 

@@ -32,10 +32,11 @@ import numpy as np
 from ..io import CellCache, atomic_path, atomic_write_text
 
 
-def atomic_savefig(fig, path: Path) -> None:
-    """Save a matplotlib figure atomically, without timestamps in the metadata (byte-stable PNGs)."""
+def atomic_savefig(fig, path: Path, dpi: int = 130, bbox_inches: str | None = "tight") -> Path:
+    """Save a matplotlib figure atomically, without timestamps in the metadata (byte-stable PNGs); returns ``path``."""
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=130, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(tmp, dpi=dpi, bbox_inches=bbox_inches, metadata={"Software": None})
+    return path
 
 
 def _jsonable(o):

@@ -32,6 +32,7 @@ import torch.nn.functional as Fnn
 
 from ..assumptions import HGSConstants
 from .base import DTYPE, FiniteSumProblem
+from .ramp import check_ramp_args, ramp_initial_point, ramp_signs, ramp_x_grad, ramp_x_value
 
 
 class HeterogeneousRamp(FiniteSumProblem):
@@ -50,17 +51,10 @@ class HeterogeneousRamp(FiniteSumProblem):
 
     def __init__(self, eps: float = 0.1, varsigma: float = 1.0, dx: int = 2, n: int = 2, c_y: float = 1.0,
                  delta: float = 1.0):
-        if not 0 < eps <= 0.5:
-            raise ValueError(f"hetero eps must be in (0, 1/2] (the class constants need it), got {eps}")
-        if dx < 2:
-            raise ValueError(f"hetero needs dx >= 2, got {dx}")
-        if n < 2 or n % 2:
-            raise ValueError(f"hetero needs an even n >= 2, got {n}")
-        if not (varsigma >= 0 and c_y > 0 and delta > 0):
-            raise ValueError("hetero needs varsigma >= 0, c_y > 0, delta > 0")
+        check_ramp_args("hetero", eps, dx, n, "varsigma", varsigma, c_y, delta)
         self.eps, self.varsigma, self.dx, self.n, self.c_y, self.delta0 = eps, varsigma, dx, n, c_y, delta
         self.dy = 1
-        self._bs = varsigma * torch.where(torch.arange(n) < n // 2, 1.0, -1.0).to(DTYPE)
+        self._bs = varsigma * ramp_signs(n)
 
     def _b(self, j: torch.Tensor) -> torch.Tensor:
         if self._bs.device != j.device:
@@ -68,19 +62,14 @@ class HeterogeneousRamp(FiniteSumProblem):
         return self._bs[j]
 
     def value(self, j, x, y):
-        t, cy = x[..., 0], self.c_y * y[..., 0]
-        h = (2 * self.eps) * (torch.sqrt(1 + t * t) - 1)
-        return h + self._b(j) * x[..., 1] + 0.5 * (Fnn.softplus(-cy) + Fnn.softplus(cy))
+        cy = self.c_y * y[..., 0]
+        return ramp_x_value(self.eps, x, self._b(j)) + 0.5 * (Fnn.softplus(-cy) + Fnn.softplus(cy))
 
     def grad(self, j, x, y):
-        t = x[..., 0]
-        g1, g2 = torch.broadcast_tensors((2 * self.eps) * t * torch.rsqrt(1 + t * t), self._b(j))
-        parts = [g1.unsqueeze(-1), g2.unsqueeze(-1)]
-        if self.dx > 2:
-            parts.append(g1.new_zeros(g1.shape + (self.dx - 2,)))
+        gx = ramp_x_grad(self.eps, x, self._b(j))
         cy = self.c_y * y[..., 0]
         gy = (0.5 * self.c_y * (torch.sigmoid(cy) - torch.sigmoid(-cy))).unsqueeze(-1)
-        return torch.cat(parts, -1), gy.expand(g1.shape + (1,))
+        return gx, gy.expand(gx.shape[:-1] + (1,))
 
     def constants(self) -> HGSConstants:
         return HGSConstants(L_x=1.0, L_c=0.0, L0=self.c_y**2 / 4, L1=0.0,
@@ -90,10 +79,7 @@ class HeterogeneousRamp(FiniteSumProblem):
                             varsigma_x_sq=self.varsigma**2, varsigma_y_sq=0.0)
 
     def initial_point(self, batch_shape=()):
-        r = 1 + self.delta0 / (2 * self.eps)
-        x = torch.zeros(tuple(batch_shape) + (self.dx,), dtype=DTYPE)
-        x[..., 0] = math.sqrt(r * r - 1)
-        return x, torch.zeros(tuple(batch_shape) + (1,), dtype=DTYPE)
+        return ramp_initial_point(self.eps, self.delta0, self.dx, 1, batch_shape)
 
     def witness_points(self):
         """x_1 = 0, y = 0: h'' = 2 eps (L_x = 1 at eps = 1/2) and lbar'' = c_y^2/4 (L0); x_1 = y = 1e4:

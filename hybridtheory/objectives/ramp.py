@@ -37,6 +37,47 @@ from ..assumptions import HGSConstants
 from .base import DTYPE, FiniteSumProblem
 
 
+def check_ramp_args(name: str, eps: float, dx: int, n: int, b_name: str, b: float, c_y: float, delta: float) -> None:
+    """The argument checks the ramp and its heterogeneous variant share; ``b`` is the x_2 coefficient ``b_name``."""
+    if not 0 < eps <= 0.5:
+        raise ValueError(f"{name} eps must be in (0, 1/2] (the class constants need it), got {eps}")
+    if dx < 2:
+        raise ValueError(f"{name} needs dx >= 2, got {dx}")
+    if n < 2 or n % 2:
+        raise ValueError(f"{name} needs an even n >= 2, got {n}")
+    if not (b >= 0 and c_y > 0 and delta > 0):
+        raise ValueError(f"{name} needs {b_name} >= 0, c_y > 0, delta > 0")
+
+
+def ramp_signs(n: int) -> torch.Tensor:
+    """s_i = +1 for i < n/2 and -1 otherwise."""
+    return torch.where(torch.arange(n) < n // 2, 1.0, -1.0).to(DTYPE)
+
+
+def ramp_x_value(eps: float, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The x part h_eps(x_1) + b x_2, b = the component's x_2 coefficient."""
+    t = x[..., 0]
+    return (2 * eps) * (torch.sqrt(1 + t * t) - 1) + b * x[..., 1]
+
+
+def ramp_x_grad(eps: float, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """grad_x of :func:`ramp_x_value`: (h'_eps(x_1), b, 0, ..., 0), broadcast over the batch."""
+    t = x[..., 0]
+    g1, g2 = torch.broadcast_tensors((2 * eps) * t * torch.rsqrt(1 + t * t), b)
+    parts = [g1.unsqueeze(-1), g2.unsqueeze(-1)]
+    if x.shape[-1] > 2:
+        parts.append(g1.new_zeros(g1.shape + (x.shape[-1] - 2,)))
+    return torch.cat(parts, -1)
+
+
+def ramp_initial_point(eps: float, delta: float, dx: int, dy: int, batch_shape=()):
+    """x_1 solving h_eps(x_1) = delta, every other coordinate 0."""
+    r = 1 + delta / (2 * eps)
+    x = torch.zeros(tuple(batch_shape) + (dx,), dtype=DTYPE)
+    x[..., 0] = math.sqrt(r * r - 1)
+    return x, torch.zeros(tuple(batch_shape) + (dy,), dtype=DTYPE)
+
+
 class Ramp(FiniteSumProblem):
     """Ramp family (C.5).
 
@@ -53,17 +94,10 @@ class Ramp(FiniteSumProblem):
 
     def __init__(self, eps: float = 0.1, dx: int = 10, n: int = 2, beta: float = 1.0, c_y: float = 1.0,
                  delta: float = 1.0):
-        if not 0 < eps <= 0.5:
-            raise ValueError(f"ramp eps must be in (0, 1/2] (the class constants need it), got {eps}")
-        if dx < 2:
-            raise ValueError(f"ramp needs dx >= 2, got {dx}")
-        if n < 2 or n % 2:
-            raise ValueError(f"ramp needs an even n >= 2, got {n}")
-        if not (beta >= 0 and c_y > 0 and delta > 0):
-            raise ValueError("ramp needs beta >= 0, c_y > 0, delta > 0")
+        check_ramp_args("ramp", eps, dx, n, "beta", beta, c_y, delta)
         self.eps, self.dx, self.n, self.beta, self.c_y, self.delta0 = eps, dx, n, beta, c_y, delta
         self.dy = 1
-        signs = torch.where(torch.arange(n) < n // 2, 1.0, -1.0).to(DTYPE)
+        signs = ramp_signs(n)
         self._bs, self._cs = beta * signs, -c_y * signs
 
     def _tables(self, j: torch.Tensor):
@@ -74,20 +108,14 @@ class Ramp(FiniteSumProblem):
 
     def value(self, j, x, y):
         bs, cs = self._tables(j)
-        t = x[..., 0]
-        h = (2 * self.eps) * (torch.sqrt(1 + t * t) - 1)
-        return h + bs * x[..., 1] + Fnn.softplus(cs * y[..., 0])
+        return ramp_x_value(self.eps, x, bs) + Fnn.softplus(cs * y[..., 0])
 
     def grad(self, j, x, y):
         bs, cs = self._tables(j)
-        t = x[..., 0]
-        g1, g2 = torch.broadcast_tensors((2 * self.eps) * t * torch.rsqrt(1 + t * t), bs)
-        parts = [g1.unsqueeze(-1), g2.unsqueeze(-1)]
-        if self.dx > 2:
-            parts.append(g1.new_zeros(g1.shape + (self.dx - 2,)))
+        gx = ramp_x_grad(self.eps, x, bs)
         # d/dy log(1+exp(cs y)) = cs sigmoid(cs y), with cs = -c_y s_j
         gy = (cs * torch.sigmoid(cs * y[..., 0])).unsqueeze(-1)
-        return torch.cat(parts, -1), gy.expand(g1.shape + (1,))
+        return gx, gy.expand(gx.shape[:-1] + (1,))
 
     def constants(self) -> HGSConstants:
         return HGSConstants(L_x=1.0, L_c=0.0, L0=self.c_y**2 / 4, L1=0.0,
@@ -99,10 +127,7 @@ class Ramp(FiniteSumProblem):
                             varsigma_x_sq=self.beta**2, varsigma_y_sq=self.c_y**2 / 4)
 
     def initial_point(self, batch_shape=()):
-        r = 1 + self.delta0 / (2 * self.eps)
-        x = torch.zeros(tuple(batch_shape) + (self.dx,), dtype=DTYPE)
-        x[..., 0] = math.sqrt(r * r - 1)
-        return x, torch.zeros(tuple(batch_shape) + (1,), dtype=DTYPE)
+        return ramp_initial_point(self.eps, self.delta0, self.dx, 1, batch_shape)
 
     def witness_points(self):
         """x_1 = 0, y = 0: h'' = 2 eps (L_x = 1 at eps = 1/2) and l'' = 1/4 (L0); x_1 = y = +-1e4: |h'| -> 2 eps,
