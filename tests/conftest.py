@@ -6,6 +6,7 @@ profile with no deadline (first torch calls are slow) and select it unless CI is
 """
 import os
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("dev", deadline=None, print_blob=True)
@@ -17,3 +18,12 @@ if not os.environ.get("CI"):
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The tiny offline tokenizer of ``llm_experiments.testing``, built once per test module."""
+    pytest.importorskip("transformers")
+    from llm_experiments.testing import tiny_tokenizer
+
+    return tiny_tokenizer()

@@ -27,7 +27,6 @@ from llm_experiments.testing import (  # noqa: E402
     TINY_ARCHITECTURES,
     generate_task_examples,
     tiny_model,
-    tiny_tokenizer,
     write_jsonl,
 )
 
@@ -42,11 +41,6 @@ REAL_FIELD_TYPES = {
     "boolq": {"question": str, "passage": str, "label": int},
     "copa": {"premise": str, "choice1": str, "choice2": str, "question": str, "label": int},
 }
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
 
 
 # ------------------------------------------------------------------------------------------ fixtures

@@ -12,14 +12,9 @@ from llm_experiments.data import collate_candidates, encode_for_training  # noqa
 from llm_experiments.evaluation import evaluate, majority_baseline, score_candidates  # noqa: E402
 from llm_experiments.scoring import classification_loss  # noqa: E402
 from llm_experiments.tasks import TASKS, Candidates  # noqa: E402
-from llm_experiments.testing import TINY_ARCHITECTURES, generate_task_examples, tiny_model, tiny_tokenizer  # noqa: E402
+from llm_experiments.testing import TINY_ARCHITECTURES, generate_task_examples, tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.llm
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,6 @@ pytestmark = pytest.mark.llm
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
 def model(tokenizer):
     return tiny_model("opt", tokenizer, seed=3)
 

@@ -16,6 +16,28 @@ from ..objectives import make  # noqa: E402
 from ..runner import METHODS, RunConfig, finite_mean, run  # noqa: E402
 from . import Figure, atomic_savefig, write_csv, write_json  # noqa: E402
 
+
+def _write_outputs(fig, out: Path, name: str, header: list[str], rows: list[list], summary: dict | None = None) -> None:
+    """A figure's files: ``name``.png (the figure is closed after), ``name``.csv and, given a summary, ``name``.json."""
+    atomic_savefig(fig, out / f"{name}.png")
+    plt.close(fig)
+    write_csv(out / f"{name}.csv", header, rows)
+    if summary is not None:
+        write_json(out / f"{name}.json", summary)
+
+
+def _epochs_vs_inverse_eps(ax, ylabel: str, title: str, fontsize: int) -> None:
+    """Log-log axes of epochs to accuracy eps against 1/eps, plain numbers on the x ticks."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$1/\varepsilon$")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=fontsize)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.grid(alpha=0.3, which="both")
+
+
 METHOD_STYLE = {"hybrid": ("C0", "-"), "fo-rr": ("C1", "--"), "zo-rr": ("C2", "-."), "hybrid-sgd": ("C3", ":")}
 
 
@@ -60,9 +82,8 @@ def _convergence_plot(res: dict, out: Path) -> None:
     axes[0][0].set_ylabel(r"$\|\nabla F(z_t)\|^2$ (median, 10-90% band)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Convergence at Theorem 1's step caps", fontsize=11)
-    atomic_savefig(fig, out / "convergence.png")
-    plt.close(fig)
-    write_csv(out / "convergence.csv", ["problem", "method", "epoch", "grad_sq_median", "grad_sq_q10", "grad_sq_q90"], rows)
+    _write_outputs(fig, out, "convergence",
+                   ["problem", "method", "epoch", "grad_sq_median", "grad_sq_q10", "grad_sq_q90"], rows)
 
 
 # -- epoch complexity -------------------------------------------------------------------------------
@@ -136,20 +157,11 @@ def _epoch_plot(res: dict, out: Path) -> None:
                         "theorem_check": d.get("theorem_check", False), "step_scale": d.get("step_scale", 1.0),
                         "eps_grid": eps.tolist(), "family_params": d.get("family_params", {}),
                         "replicates": d.get("replicates")}
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(r"$1/\varepsilon$")
-    ax.set_ylabel(r"epochs to $\|\nabla F(z_t)\|\leq\varepsilon$")
-    ax.set_title("Epoch complexity: measured vs Corollary 1", fontsize=11)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.grid(alpha=0.3, which="both")
+    _epochs_vs_inverse_eps(ax, r"epochs to $\|\nabla F(z_t)\|\leq\varepsilon$",
+                           "Epoch complexity: measured vs Corollary 1", fontsize=11)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    atomic_savefig(fig, out / "epoch_complexity.png")
-    plt.close(fig)
-    write_csv(out / "epoch_complexity.csv", ["family", "eps", "T_emp_mean", "T_emp_min", "T_emp_max", "T_bound",
-                                             "ratio_max", "all_reached", "step_scale"], rows)
-    write_json(out / "epoch_complexity.json", summary)
+    _write_outputs(fig, out, "epoch_complexity", ["family", "eps", "T_emp_mean", "T_emp_min", "T_emp_max", "T_bound",
+                                                  "ratio_max", "all_reached", "step_scale"], rows, summary)
 
 
 # -- step-size plane --------------------------------------------------------------------------------
@@ -199,13 +211,11 @@ def _plane_plot(res: dict, out: Path) -> None:
     ax.set_title("HYB: where hybrid RR converges vs Theorem 1's caps\n(dashed: the caps, through the cells at multiplier 1;"
                  " the theorem covers the lower-left box)",
                  fontsize=9)
-    atomic_savefig(fig, out / "step_plane.png")
-    plt.close(fig)
     div = np.array(d.get("diverged_fraction", np.zeros_like(z)), float)
     rows = [[float(a * d["cap_x"]), float(b * d["cap_y"]), float(a), float(b), float(z[i, j]), float(div[i, j])]
             for i, a in enumerate(mult) for j, b in enumerate(mult)]
-    write_csv(out / "step_plane.csv", ["eta_x", "eta_y", "mult_x", "mult_y", "final_grad_sq", "diverged_fraction"],
-              rows)
+    _write_outputs(fig, out, "step_plane", ["eta_x", "eta_y", "mult_x", "mult_y", "final_grad_sq", "diverged_fraction"],
+                   rows)
 
 
 # -- variance slope ---------------------------------------------------------------------------------
@@ -247,9 +257,7 @@ def _variance_plot(res: dict, out: Path) -> None:
                  fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    atomic_savefig(fig, out / "variance_slope.png")
-    plt.close(fig)
-    write_csv(out / "variance_slope.csv", ["method", "eta", "variance", "fitted_slope", "predicted_slope"], rows)
+    _write_outputs(fig, out, "variance_slope", ["method", "eta", "variance", "fitted_slope", "predicted_slope"], rows)
 
 
 # -- local smoothness -------------------------------------------------------------------------------
@@ -295,9 +303,7 @@ def _local_plot(res: dict, out: Path) -> None:
         ax.axis("off")
     fig.suptitle("(L0, L1) catalogue: local smoothness grows with the gradient; certificates hold", fontsize=11)
     fig.tight_layout()
-    atomic_savefig(fig, out / "local_smoothness.png")
-    plt.close(fig)
-    write_csv(out / "local_smoothness.csv", ["function", "grad_norm", "hess_norm", "certified_bound"], rows)
+    _write_outputs(fig, out, "local_smoothness", ["function", "grad_norm", "hess_norm", "certified_bound"], rows)
 
 
 # -- heterogeneity (Theorem 2, Corollaries 3-4) ------------------------------------------------------
@@ -341,14 +347,8 @@ def _hetero_plot(res: dict, out: Path) -> None:
                         "all_seeds_reached_eps": d["all_reached"], "eps_grid": eps.tolist(),
                         "binding_terms": [r["binding_term"] for r in d["rows"]], "replicates": d["replicates"]}
     ax.plot([], [], "k--", alpha=0.6, label=r"dashed: Corollary 3's $T_{bound}$ (same colour)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(r"$1/\varepsilon$")
-    ax.set_ylabel(r"epochs to $\|\nabla F(z_t)\|\leq\varepsilon$ (mean of seeds)")
-    ax.set_title("Heterogeneous ramp under Corollary 3's schedule", fontsize=10)
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.grid(alpha=0.3, which="both")
+    _epochs_vs_inverse_eps(ax, r"epochs to $\|\nabla F(z_t)\|\leq\varepsilon$ (mean of seeds)",
+                           "Heterogeneous ramp under Corollary 3's schedule", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
     vs = np.array([d["varsigma"] for d in data.values()])
     sl = np.array([d["slope"] for d in data.values()])
@@ -366,11 +366,8 @@ def _hetero_plot(res: dict, out: Path) -> None:
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    atomic_savefig(fig, out / "heterogeneity.png")
-    plt.close(fig)
-    write_csv(out / "heterogeneity.csv", ["varsigma", "eps", "T_emp_mean", "T_emp_min", "T_emp_max", "T_bound",
-                                          "ratio_max", "binding_term", "all_reached"], rows)
-    write_json(out / "heterogeneity.json", summary)
+    _write_outputs(fig, out, "heterogeneity", ["varsigma", "eps", "T_emp_mean", "T_emp_min", "T_emp_max", "T_bound",
+                                               "ratio_max", "binding_term", "all_reached"], rows, summary)
 
 
 # -- block-wise rates (Corollary 5) -------------------------------------------------------------------
@@ -439,11 +436,8 @@ def _blockwise_plot(res: dict, out: Path) -> None:
     fig.suptitle("Block-wise rates (Corollary 5): each block's ergodic gradient norm follows its own step size",
                  fontsize=10)
     fig.tight_layout()
-    atomic_savefig(fig, out / "blockwise.png")
-    plt.close(fig)
-    write_csv(out / "blockwise.csv", ["problem", "steps", "epoch", "ergodic_grad_x_sq", "ergodic_grad_y_sq",
-                                      "bound_x", "bound_y"], rows)
-    write_json(out / "blockwise.json", summary)
+    _write_outputs(fig, out, "blockwise", ["problem", "steps", "epoch", "ergodic_grad_x_sq", "ergodic_grad_y_sq",
+                                           "bound_x", "bound_y"], rows, summary)
 
 
 FIGURES = {
