@@ -5,7 +5,9 @@ benchmarks/results/replay_<shape>.json:
   redone through the core's ``zo_update``, no forwards) against a training step of the same run;
 * checkpoint bytes: the trainer state of a replay checkpoint (adapter, optimizer, counters, update log) against a
   full one (every base tensor), and the update log's bytes per step;
-* a check that the replayed base equals the trained one bit for bit.
+* a check that the replayed base equals the trained one bit for bit;
+* the cost of ``--displacement-start reload``: reading the model again from a saved folder (``from_pretrained``)
+  and the displacement computed from it, per evaluation.
 
 Cases: zo-full and hybrid (forward difference, LoRA r8 + AdamW), an fp32 model (in place: the replay redoes
 the perturbation passes) and a bf16 model with its fp32 master (the update passes only).
@@ -100,6 +102,20 @@ def main() -> int:
         print(name, {k: row[k] for k in ("train_step_s_median", "replay_s_per_step", "replay_over_train_step",
                                          "checkpoint_bytes_full", "checkpoint_bytes_replay",
                                          "update_log_bytes_per_step", "replayed_base_equals_trained")}, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        from transformers import AutoModelForCausalLM
+        model = build_model(args.shape, torch.float32, torch.device("cpu"))
+        model.load_state_dict(seed_state)
+        model.save_pretrained(tmp)
+        start = time.perf_counter()
+        again = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
+        out["reload_model_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        sq = sum(float((p.detach().double() - q.detach().double()).square().sum())
+                 for p, q in zip(model.parameters(), again.parameters()))
+        out["displacement_from_reload_s"] = time.perf_counter() - start + out["reload_model_s"]
+        assert sq == 0.0
+    print({k: out[k] for k in ("reload_model_s", "displacement_from_reload_s")})
     path = args.out or Path(__file__).resolve().parent / "results" / f"replay_{args.shape}.json"
     atomic_write_json(path, out, indent=2)
     print(f"wrote {path}")

@@ -626,7 +626,8 @@ class Trainer:
             # (a JSON file, not safetensors metadata: that is written in no fixed key order)
             (folder / "trajectory.json").write_text(json.dumps(
                 {"base": "replay" if self.replays_base else "full", "trajectory_start": self.trajectory_start,
-                 "start_checksum": self.start_checksum}, indent=2, sort_keys=True))
+                 "start_checksum": self.start_checksum, "base_policy": self.base_policy["policy"]},
+                indent=2, sort_keys=True))
         if self.optimizer is not None:
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
         (folder / "state.json").write_text(json.dumps(asdict(self.state), indent=2))
@@ -651,7 +652,7 @@ class Trainer:
                 if not (len(log["seed"]) == len(log["coeff"]) == len(log["lr"]) == state.step - start):
                     raise ValueError(f"its update log has {len(log['seed'])} steps for steps {start} to {state.step}")
                 log = {"seed": log["seed"].tolist(), "coeff": log["coeff"].tolist(), "lr": log["lr"].tolist(),
-                       "start": start, "checksum": meta["start_checksum"]}
+                       "start": start, "checksum": meta["start_checksum"], "policy": meta.get("base_policy")}
             replayed = self.replay_group is not None and "base.0" not in tensors
             if replayed and (log is None or log["start"] != 0):
                 raise ValueError("it holds neither the base tensors nor their update log from step 0")
@@ -687,6 +688,12 @@ class Trainer:
             else:
                 self.trajectory = {k: log[k] for k in ("seed", "coeff", "lr")}
                 self.trajectory_start = log["start"]
+            if replayed and log["policy"] not in (None, self.base_policy["policy"]):
+                # the update passes depend on the policy (master, buffer, rounding): replay the run's own
+                raise UserError(f"{where} was written with base policy {log['policy']!r}, this process resolved "
+                                f"{self.base_policy['policy']!r} ({self.base_policy['reason']}); a replay needs the "
+                                "run's own policy (start runs meant to move between machines with an explicit "
+                                "--base-master)")
             if replayed:
                 self.replay(self.trajectory["seed"], self.trajectory["coeff"], self.trajectory["lr"], log["checksum"])
             else:

@@ -458,6 +458,7 @@ def test_displacement_without_a_resident_copy_equals_the_kept_copy(assets, tmp_p
 def test_replaying_a_prefix_rebuilds_an_earlier_state_from_the_initial_weights(assets, tmp_path):
     """The best state under replay: the trainer has moved on, so it restarts from initial_base() and replays
     the log up to the best step."""
+    from llm_experiments.errors import UserError
     from llm_experiments.models import attach_peft, load_model_and_tokenizer, split_parameters
     from llm_experiments.trainer import Trainer, split_micro_batches
 
@@ -489,3 +490,8 @@ def test_replaying_a_prefix_rebuilds_an_earlier_state_from_the_initial_weights(a
     trainer.load_state(tmp_path / "at2")
     assert all(torch.equal(p, q) for p, q in zip(trainer.replay_group.params, at2))
     assert trainer.state.step == 2 and len(trainer.trajectory["seed"]) == 2
+    # a log written under another base policy (auto decides from free memory) is refused, not replayed wrongly
+    meta = json.loads((tmp_path / "at2" / "trajectory.json").read_text())
+    (tmp_path / "at2" / "trajectory.json").write_text(json.dumps(meta | {"base_policy": "compensated"}))
+    with pytest.raises(UserError, match="base policy 'compensated'"):
+        trainer.load_state(tmp_path / "at2")
