@@ -248,9 +248,11 @@ def test_two_ranks_data_parallel_and_sharded_equal_one_process_full_minibatch(gr
 
 # ---------------------------------------------------------------------------- failure and resume
 def test_killed_rank_stops_the_run_with_one_line_and_it_resumes_at_world_size_two(assets, one_process, tmp_path):
-    """The grid's hybrid run at world size 2: rank 1 killed before step 4, then resumed from step 2's state."""
+    """The grid's hybrid run at world size 2 with seed-replay checkpoints: rank 1 killed before step 4, then
+    resumed from step 2's state, every rank rebuilding the base by replaying the logged updates."""
     split = tmp_path / "split"
-    config = write_yaml(tmp_path / "run.yaml", run_config(assets, split, method="hybrid", **METHODS["hybrid"]))
+    config = write_yaml(tmp_path / "run.yaml", run_config(assets, split, method="hybrid", **METHODS["hybrid"],
+                                                          checkpoint_base="replay"))
     first = launch(["train", "--config", str(config)], rank_programs={1: KILLED_RANK})
     assert first[1].returncode == -9                       # rank 1 was killed before its 4th step
     assert first[0].returncode == 1
@@ -258,6 +260,7 @@ def test_killed_rank_stops_the_run_with_one_line_and_it_resumes_at_world_size_tw
     assert len(errors) == 1 and errors[0].startswith("error: rank 0 of 2: collective"), first[0].stderr[-2000:]
     assert "Traceback" not in first[0].stderr
     assert json.loads((split / "checkpoint" / "state" / "state.json").read_text())["step"] == 2
+    assert not [k for k in state_tensors(split) if k.startswith("base.")]  # the update log stands for the base
     assert not (split / "results.json").exists()
     # resumed through accelerate's launcher (on CPU its --multi_gpu mode is the one that starts N processes)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -268,7 +271,7 @@ def test_killed_rank_stops_the_run_with_one_line_and_it_resumes_at_world_size_tw
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("eval accuracy") == 1        # the summary line comes from rank 0 only
     assert json.loads((split / "run.json").read_text())["world"] == {"size": 2, "backend": "gloo", "fsdp": False}
-    assert_same_run(one_process / "hybrid" / "seed0", split)
+    assert_same_run(one_process / "hybrid" / "seed0", split, replayed=True)
 
 
 # ---------------------------------------------------------------------------- one node: device_map and checkpointing
