@@ -586,7 +586,10 @@ class Trainer:
             if group is None or (group is self.replay_group and self.replays_base):
                 continue  # a frozen sharded base is not part of the trainer's state; a replayed one is its log
             for key, local in self._saved_tensors(group, i):
-                full = gather_full(local.detach(), like)
+                if local.dtype == torch.int16:  # a compensation buffer: gloo and NCCL have no int16, move its bits
+                    full = gather_full(local.detach().view(torch.float16), like).view(torch.int16)
+                else:
+                    full = gather_full(local.detach(), like)
                 if self.world.is_main:
                     self._gathered[key] = full.to("cpu").contiguous().clone()
 
