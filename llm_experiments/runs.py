@@ -8,7 +8,8 @@
       results.json       final: selected step, dev and eval accuracy, majority baselines, time, memory
       checkpoint/        written at every dev evaluation (``--resume`` continues from it; see runfolder):
         progress.json    phase, best step and score, byte length of each log
-        state/           tensors + optimizer + counters of that step
+        state/           tensors + optimizer + counters of that step, and the ZO base's update log
+                         (``--checkpoint-base replay``: the log stands for the base tensors)
         best/            (select=best_dev) the same for the best-dev step
       model/             the fine-tuned model:
         base/            save_pretrained of the base model *with the ZO-updated weights* + tokenizer
