@@ -32,18 +32,20 @@ PYEOF
 [ $status -eq 0 ] || { echo "gpu_check: no usable CUDA torch; stopping" >&2; exit 1; }
 
 # 1. tests (about 1 minute)
-timeout 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_counter.py tests/test_fused.py \
+timeout 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_counter.py tests/test_fused.py tests/test_base_policy.py \
     -k "gpu or cuda or kernel or axpy" 2>&1 | tail -25 | tee "$OUT/gpu_tests.txt" || status=1
 
 # 2. OPT-1.3B shape (about 2-3 minutes)
-timeout 240 "$PY" -m llm_experiments bench --device cuda --shape opt-1.3b --dtype bfloat16 --batch-size 16 \
+timeout 300 "$PY" -m llm_experiments bench --device cuda --shape opt-1.3b --dtype bfloat16 --batch-size 16 \
     --seq-len 256 --steps 5 --warmup 2 --no-drift \
-    --cases fo-peft,hybrid-forward,hybrid-central,zo-full,mezo-loop \
+    --cases fo-peft,hybrid-forward,hybrid-central,zo-full,mezo-loop,hybrid-forward-stochastic \
     --out "$OUT/gpu_bench_opt-1.3b_bfloat16.json" || status=1
 
-# 3. LLaMA-7B shape (about 2 minutes; fits 80 GB cards with the fp32 master)
-timeout 200 "$PY" -m llm_experiments bench --device cuda --shape llama-7b --dtype bfloat16 --batch-size 16 \
-    --seq-len 64 --steps 3 --warmup 1 --no-drift --cases fo-peft,hybrid-forward,zo-full,mezo-loop \
+# 3. LLaMA-7B shape (about 2-3 minutes; fits 80 GB cards with the fp32 master; the compensated and stochastic
+#    base policies are what fits 40-48 GB cards: their peak memory is the number to read)
+timeout 280 "$PY" -m llm_experiments bench --device cuda --shape llama-7b --dtype bfloat16 --batch-size 16 \
+    --seq-len 64 --steps 3 --warmup 1 --no-drift \
+    --cases fo-peft,hybrid-forward,zo-full,mezo-loop,hybrid-forward-compensated,hybrid-forward-stochastic \
     --out "$OUT/gpu_bench_llama-7b_bfloat16.json" || status=1
 
 # 4. one-GPU FSDP2 smoke run (world size 1, issue 10): the sharded-base path on CUDA/nccl equals the plain run

@@ -70,6 +70,11 @@ CASES = {
     # 16-bit dtypes only (for fp32 it equals hybrid-forward): no fp32 master, bounded drift instead
     "hybrid-forward-nomaster": dict(method="hybrid", peft="lora", fo_optimizer="adamw", zo_difference="forward",
                                     base_master="none"),
+    # 16-bit dtypes only: the memory-light base policies (llm_experiments/precision.py)
+    "hybrid-forward-compensated": dict(method="hybrid", peft="lora", fo_optimizer="adamw", zo_difference="forward",
+                                       base_master="compensated"),
+    "hybrid-forward-stochastic": dict(method="hybrid", peft="lora", fo_optimizer="adamw", zo_difference="forward",
+                                      base_master="stochastic"),
     # the reference ZO loop as MeZO's trainer writes it (timed here, not the core): see mezo_step
     "mezo-loop": dict(method="zo-full", zo_difference="central", base_master="none"),
 }
@@ -103,7 +108,7 @@ def mezo_step(model, params, batch, seed: int, mu: float, lr: float) -> float:
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", default="tiny", help=f"architecture shape: {', '.join(SHAPES)}")
     parser.add_argument("--cases", default=None, help="comma-separated subset of: " + ", ".join(CASES)
-                        + " (default: all; hybrid-forward-nomaster only for 16-bit dtypes)")
+                        + " (default: all; the nomaster, compensated and stochastic cases only for 16-bit dtypes)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
@@ -244,11 +249,14 @@ def _ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
 
+SIXTEEN_BIT_CASES = ("hybrid-forward-nomaster", "hybrid-forward-compensated", "hybrid-forward-stochastic")
+
+
 def run_bench_command(ns) -> int:
     if ns.shape not in SHAPES:
         raise UserError(f"unknown shape {ns.shape!r}; choose one of: {', '.join(SHAPES)}")
     if ns.cases is None:
-        cases = [c for c in CASES if c != "hybrid-forward-nomaster" or ns.dtype != "float32"]
+        cases = [c for c in CASES if c not in SIXTEEN_BIT_CASES or ns.dtype != "float32"]
     else:
         cases = [c for c in ns.cases.split(",") if c]
     unknown = [c for c in cases if c not in CASES]
@@ -305,6 +313,8 @@ def run_bench_command(ns) -> int:
         "hybrid_forward_nomaster_mem_over_fo_peft": _ratio(get("hybrid-forward-nomaster", mem_key), get("fo-peft", mem_key)),
         "hybrid_forward_nomaster_time_over_fo_peft": _ratio(get("hybrid-forward-nomaster", "step_s_median"),
                                                             get("fo-peft", "step_s_median")),
+        **{f"hybrid_forward_{policy}_{what}_over_fo_peft": _ratio(get(f"hybrid-forward-{policy}", key), get("fo-peft", key))
+           for policy in ("compensated", "stochastic") for what, key in (("mem", mem_key), ("time", "step_s_median"))},
         "hybrid_forward_mem_over_fo_full_adamw": _ratio(get("hybrid-forward", mem_key), get("fo-full-adamw", mem_key)),
         "zo_full_mem_over_fo_full_adamw": _ratio(get("zo-full", mem_key), get("fo-full-adamw", mem_key)),
         "zo_full_time_over_mezo_loop": _ratio(get("zo-full", "step_s_median"), get("mezo-loop", "step_s_median")),

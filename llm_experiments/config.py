@@ -34,6 +34,8 @@ OBJECTIVE_CHOICES = ("auto", "classification", "lm")
 LR_SCHEDULES = ("constant", "linear")
 FO_PRECISIONS = ("auto", "amp", "fp32", "native")
 WINOGRANDE_CHOICES = ("zo-bench", "partial")
+CHECKPOINT_BASES = ("full", "replay")
+DISPLACEMENT_STARTS = ("reload", "memory")
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, kind: type | None = None, nargs: str | None = None,
@@ -121,12 +123,20 @@ class TrainConfig:
     eval_batch_size: int = _f(16, "candidates scored per batch in evaluation")
     select: str = _f("best_dev", "model to evaluate and save: best_dev (by dev accuracy) or last", SELECTIONS)
     log_every: int = _f(1, "write a metrics.jsonl line every this many steps", trajectory=False)
-    track_displacement: bool = _f(True, "log ||block - block_start|| at evaluations (keeps a CPU copy of the start)",
+    track_displacement: bool = _f(True, "log ||block - block_start|| at evaluations (see --displacement-start)",
                                   trajectory=False)
+    displacement_start: str = _f("reload", "where the displacement's start of a ZO/FO-trained base comes from: reload "
+                                           "(re-read from --model at each evaluation, no resident copy) or memory "
+                                           "(a CPU copy of the base kept for the whole run)", DISPLACEMENT_STARTS,
+                                 trajectory=False)
     phase_detail: bool = _f(False, "per-phase times and peak memory on CUDA (synchronises the GPU at every phase; "
                                    "CPU always has them)", trajectory=False)
     # outputs
     output_dir: str = _f("runs/run", "run folder", kind=str, trajectory=False)
+    checkpoint_base: str = _f("full", "what checkpoints hold of a ZO-trained base: full (every tensor) or replay (the "
+                                      "step seeds, coefficients and step sizes; the base is rebuilt on resume by "
+                                      "replaying the updates from --model's weights)", CHECKPOINT_BASES,
+                              trajectory=False)
     save_model: str = _f("separate", "separate (base + adapter folders), merged (LoRA/IA3 merged into base) or none",
                          SAVE_MODES, trajectory=False)
     progress: bool = _f(True, "show progress bars", trajectory=False)
@@ -168,6 +178,9 @@ class TrainConfig:
         if self.fsdp and self.method == "fo-full":
             raise UserError("--fsdp shards a ZO-trained or frozen base; fo-full trains the base by backprop: run it "
                             "data parallel (without --fsdp)")
+        if self.checkpoint_base == "replay" and self.method == "fo-full":
+            raise UserError("--checkpoint-base replay rebuilds a ZO-trained base from its update log; fo-full trains "
+                            "the base by backprop: use --checkpoint-base full")
         if self.fsdp and self.device_map != "none":
             raise UserError("--fsdp and --device-map auto both place the base weights: use one")
         if self.device_map != "none" and self.device == "cpu":

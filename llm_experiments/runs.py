@@ -8,7 +8,8 @@
       results.json       final: selected step, dev and eval accuracy, majority baselines, time, memory
       checkpoint/        written at every dev evaluation (``--resume`` continues from it; see runfolder):
         progress.json    phase, best step and score, byte length of each log
-        state/           tensors + optimizer + counters of that step
+        state/           tensors + optimizer + counters of that step, and the ZO base's update log
+                         (``--checkpoint-base replay``: the log stands for the base tensors)
         best/            (select=best_dev) the same for the best-dev step
       model/             the fine-tuned model:
         base/            save_pretrained of the base model *with the ZO-updated weights* + tokenizer
@@ -242,13 +243,27 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
     def collate(chunk):
         return collate_candidates(chunk, pad_id)
 
-    trainer = Trainer(model, split, cfg, len(encoded), device, world, loss_fn=objective_loss_fn(objective))
+    def initial_base():
+        """The base as the run started, read again from --model (a replay's and the displacement's start)."""
+        fresh, _ = load_model_and_tokenizer(cfg.model, cfg.dtype, cfg.trust_remote_code)
+        if cfg.uses_peft:  # the same wrapping, so the base tensors come in the trained model's order
+            fresh = attach_peft(fresh, cfg.peft, seed=cfg.seed, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
+                                num_virtual_tokens=cfg.num_virtual_tokens)
+        return [p.detach() for p in split_parameters(fresh).tensors("base")]
+
+    trainer = Trainer(model, split, cfg, len(encoded), device, world, loss_fn=objective_loss_fn(objective),
+                      initial_base=initial_base)
     if folder.mode == "resume" and main:
         folder.recover()  # a checkpoint swap cut short is put back, temporaries go
     world.barrier()
     progress = read_checkpoint(run_dir) if folder.mode == "resume" else None
     if progress is not None:
         trainer.load_state(run_dir / CHECKPOINT / "state")  # every rank reads the state rank 0 wrote
+        if trainer.replays_base and trainer.trajectory_start != 0:
+            raise UserError(f"--checkpoint-base replay: the checkpoint in {str(run_dir)!r} has no update log before "
+                            f"step {trainer.trajectory_start} (written by an older version); resume with "
+                            "--checkpoint-base full")
     world.check_same(trainer.fingerprint(), "the starting parameters' checksum")
     # every check passed: from here on the folder is written (by rank 0)
     if main:
@@ -300,8 +315,10 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
                 "environment": environment(device), "n_train": len(splits.train), "n_dev": len(splits.dev),
                 "n_eval": len(splits.eval), "params": {"base": split.numel("base"), "adapter": split.numel("adapter")},
                 "groups": {g.name: {"oracle": g.oracle, "lr": g.lr, "tensors": len(g.params)} for g in trainer.groups},
-                "base_master": trainer.master_dtype, "base_policy": trainer.base_policy, "dtype": cfg.dtype,
-                "objective": objective,
+                "base_master": trainer.master_dtype, "base_policy": trainer.base_policy,
+                "checkpoint_base": cfg.checkpoint_base if trainer.replay_group else "full",
+                "displacement_start": cfg.displacement_start if trainer.reload_start else "memory",
+                "dtype": cfg.dtype, "objective": objective,
                 "fo_precision": trainer.precision.describe(),
                 "scoring": spec.scoring, "world": {"size": world.size, "backend": world.backend, "fsdp": cfg.fsdp},
                 "param_devices": sorted({str(p.device) for p in model.parameters()}), "data_capped": capped}

@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 from hybridtheory.algorithm import (EpochSampler, ParamGroup, ZOSettings, derive_seed, hybrid_step, sgd_update,
-                                    step_size_multiplier, zo_forwards)
+                                    step_size_multiplier, zo_forwards, zo_update)
 from hybridtheory.algorithm.rounding import COMPENSATION_DTYPE
 from hybridtheory.io import atomic_folder
 
@@ -228,10 +228,14 @@ class Trainer:
     """Holds the model, the parameter groups, the FO optimizer, the sampler and the :class:`TrainState`."""
 
     def __init__(self, model, split: ParamSplit, cfg: TrainConfig, n_train: int, device: torch.device,
-                 world: World | None = None, loss_fn=None):
+                 world: World | None = None, loss_fn=None, initial_base=None):
         # loss_fn(model, micro_batch) -> loss: the task objective (llm_experiments.scoring); None: the model's
         # own causal-LM loss on ``labels`` (benchmarks on synthetic token batches)
+        # initial_base() -> the base tensors as the run started (full, unsharded, CPU, in ``split`` order), read
+        # again from where the model came from: the start of the displacement and of a replay (runs.py passes
+        # it; without it the displacement keeps a CPU copy and a replay needs the base still at its start)
         self.model, self.cfg, self.device, self.loss_fn = model, cfg, device, loss_fn
+        self.initial_base = initial_base
         self.world = world or World(device=device)  # one process: collectives are no-ops
         self.state = TrainState()
         self.clock = PhaseClock(device, detail=cfg.phase_detail)
@@ -310,9 +314,32 @@ class Trainer:
             kind = torch.optim.Adam if cfg.fo_optimizer == "adam" else torch.optim.AdamW
             self.optimizer = kind([{"params": g.params, "lr": g.lr} for g in self.groups if g.oracle == "fo"],
                                   weight_decay=cfg.weight_decay)
-        # start of each block, on CPU, for the displacement ||block - block_start|| in the logs
-        self.start = ({g.name: [p.detach().to("cpu", copy=True) for p in g.params] for g in self.groups}
+        # start of each block, on CPU, for the displacement ||block - block_start|| in the logs; the base's is
+        # read again from initial_base() at each evaluation when there is one (no resident copy of the model)
+        self.start = ({g.name: [p.detach().to("cpu", copy=True) for p in g.params] for g in self.groups
+                       if not (g.name == "base" and self.reload_start)}
                       if cfg.track_displacement else {})
+        # seed-replay checkpoints: the ZO base's update log (per step: seed, coefficient per query, step size),
+        # recorded whatever --checkpoint-base says (a few bytes a step), so a resume may switch between full and
+        # replay. ``trajectory_start``: the step the log begins at (0 unless resumed from a checkpoint that had
+        # no log). ``base_moved``: the base is no longer the initial one (a replay then starts from initial_base)
+        base_group = next((g for g in self.groups if g.name == "base"), None)
+        self.replay_group = base_group if base_group is not None and base_group.oracle == "zo" else None
+        self.trajectory: dict[str, list] = {"seed": [], "coeff": [], "lr": []}
+        self.trajectory_start = 0
+        self.base_moved = False
+        # float64 sum of the starting base: a replay checks it starts from the same weights (one pass, replay only)
+        self.start_checksum = self.block_checksum("base") if self.replays_base else None
+
+    @property
+    def reload_start(self) -> bool:
+        """The displacement's base start comes from initial_base() (no resident copy)."""
+        return self.initial_base is not None and self.cfg.displacement_start == "reload"
+
+    @property
+    def replays_base(self) -> bool:
+        """Checkpoints hold the base's update log instead of its tensors (--checkpoint-base replay)."""
+        return self.replay_group is not None and self.cfg.checkpoint_base == "replay"
 
     # -------------------------------------------------------------- dtype policy
     def _base_policy(self, cfg: TrainConfig, base: list[torch.Tensor], zo_base: bool) -> tuple[str, str]:
@@ -326,8 +353,8 @@ class Trainer:
         policy, reason = resolve_base_policy(cfg.base_master, dtype, numel, zo_base, free)
         if cfg.base_master == "auto" and self.world.distributed and zo_base:
             order = ("none", "float32", "compensated", "stochastic")
-            votes = [float(self.world.sum_scalar(torch.tensor(float(policy == p), dtype=torch.float64), "check"))
-                     for p in order]
+            votes = [float(self.world.sum_scalar(torch.tensor(float(policy == p), dtype=torch.float64,
+                                                              device=base[0].device), "check")) for p in order]
             agreed = order[max(i for i, v in enumerate(votes) if v > 0)]
             if agreed != policy:
                 policy, reason = agreed, f"another rank chose {agreed} (this rank: {policy}, {reason})"
@@ -345,8 +372,15 @@ class Trainer:
     @torch.no_grad()
     def fingerprint(self) -> float:
         """A float64 checksum of every trained tensor (ranks compare it before the first step)."""
+        return self.block_checksum(*(g.name for g in self.groups))
+
+    @torch.no_grad()
+    def block_checksum(self, *names: str) -> float:
+        """A float64 checksum of the tensors of the named groups (all ranks call it: shards are summed)."""
         whole = sharded = 0.0
         for g in self.groups:
+            if g.name not in names:
+                continue
             for i, p in enumerate(g.params):
                 value = float(p.detach().to(torch.float64).sum())
                 if (g.name, i) in self.shard_of:
@@ -414,8 +448,10 @@ class Trainer:
         if self.world.distributed:
             oracle = ReducedOracle(oracle, self.world)
         self.clock.start()
-        info = hybrid_step(self.groups, oracle, self.zo, derive_seed(self.cfg.seed, self.state.step),
-                           fo_point=self.cfg.fo_point, fo_update=self.fo_update)
+        step_seed = derive_seed(self.cfg.seed, self.state.step)
+        info = hybrid_step(self.groups, oracle, self.zo, step_seed, fo_point=self.cfg.fo_point,
+                           fo_update=self.fo_update)
+        self.base_moved = True
         step_s = self.clock.stop()
         times, peaks = self.clock.take()
         if info.loss is not None:              # the FO pass's loss (at x; at the updated x for gauss_seidel)
@@ -428,6 +464,10 @@ class Trainer:
             raise Diverged(self.state.step + 1, f"non-finite loss ({float(loss)})")
         if not all(bool(torch.isfinite(torch.as_tensor(r.coeff)).all()) for r in info.records):
             raise Diverged(self.state.step + 1, "non-finite ZO coefficient")
+        if self.replay_group is not None:  # what zo_update needs to redo this step's base update bit for bit
+            self.trajectory["seed"].append(step_seed)
+            self.trajectory["coeff"].append([float(r.coeff) for r in info.records])
+            self.trajectory["lr"].append(float(self.replay_group.lr))
         self.state.step += 1
         self.state.forwards += info.forwards
         self.state.backwards += info.backwards
@@ -459,16 +499,76 @@ class Trainer:
 
     @torch.no_grad()
     def displacement(self) -> dict:
-        """||block - block_start||_2 per block (computed on CPU, chunk by chunk)."""
+        """||block - block_start||_2 per block (computed on CPU, tensor by tensor). The base's start is read
+        again from initial_base() when the trainer has one (the same numbers as a kept copy)."""
         out = {}
+        if not self.cfg.track_displacement:
+            return out
         for g in self.groups:
             if g.name in self.start:
-                sq = sum(float((p.detach().to("cpu", torch.float64) - p0.to(torch.float64)).square().sum())
-                         for p, p0 in zip(g.params, self.start[g.name]))
-                if any(key[0] == g.name for key in self.shard_of):  # shards: add up the ranks' pieces
-                    sq = float(self.world.sum_scalar(torch.tensor(sq, dtype=torch.float64), "displacement"))
-                out[g.name] = math.sqrt(sq)
+                starts = self.start[g.name]
+            elif g.name == "base" and self.reload_start:
+                starts = self.initial_tensors()
+            else:
+                continue
+            sq = sum(float((p.detach().to("cpu", torch.float64) - p0.to(torch.float64)).square().sum())
+                     for p, p0 in zip(g.params, starts))
+            if any(key[0] == g.name for key in self.shard_of):  # shards: add up the ranks' pieces
+                sq = float(self.world.sum_scalar(torch.tensor(sq, dtype=torch.float64), "displacement"))
+            out[g.name] = math.sqrt(sq)
         return out
+
+    # -------------------------------------------------------------- the base as the run started
+    def initial_tensors(self) -> list[torch.Tensor]:
+        """The base group's tensors as the run started, on CPU (this rank's rows of a sharded base)."""
+        if self.initial_base is None:
+            raise RuntimeError("the trainer has no initial_base() to read the starting weights from")
+        group = next(g for g in self.groups if g.name == "base")
+        full = self.initial_base()
+        if len(full) != len(group.params):
+            raise UserError(f"the model at {self.cfg.model!r} now has {len(full)} base tensors, the run "
+                            f"{len(group.params)}: its weights changed since the run started")
+        out = []
+        for i, (p, p0) in enumerate(zip(group.params, full)):
+            like = self.shard_of.get(("base", i))
+            if like is not None:
+                p0 = local_rows(p0, like)
+            if p0.shape != p.shape:
+                raise UserError(f"the model at {self.cfg.model!r} has base tensor {i} of shape {tuple(p0.shape)}, "
+                                f"the run {tuple(p.shape)}: its weights changed since the run started")
+            out.append(p0)
+        return out
+
+    @torch.no_grad()
+    def replay(self, seeds: list[int], coeffs: list[list[float]], lrs: list[float],
+               start_checksum: float | None = None) -> None:
+        """Rebuild the ZO base from its start by redoing the logged updates through the core's
+        :func:`~hybridtheory.algorithm.zo_update` (the training step's own ZO code: the same perturbation and
+        update passes, no forwards), then write the model's weights from the master once."""
+        group = self.replay_group
+        if self.base_moved:  # e.g. back to the best step after training: start again from the initial weights
+            for p, p0 in zip(group.params, self.initial_tensors()):
+                p.copy_(p0)
+            for buffer in group.compensation or []:  # the compensated policy's buffers start at 0 too
+                buffer.zero_()
+        checksum = self.block_checksum("base")
+        if start_checksum is not None and not math.isclose(checksum, start_checksum, rel_tol=1e-9, abs_tol=1e-9):
+            raise UserError(f"the base weights of {self.cfg.model!r} differ from the ones the run started from "
+                            f"(checksum {checksum!r}, expected {start_checksum!r}): a replay checkpoint needs "
+                            "the same starting weights")
+        if self.start_checksum is None:
+            self.start_checksum = checksum
+        device = group.params[0].device
+        kept_lr = group.lr
+        try:
+            for seed, coeff, lr in zip(seeds, coeffs, lrs):
+                group.lr = lr
+                zo_update([group], self.zo, int(seed), write_mirrors=False,
+                          coefficients=[torch.tensor(c, dtype=torch.float64, device=device) for c in coeff])
+        finally:
+            group.lr = kept_lr
+        self.base_moved = bool(seeds)
+        self.sync_master()
 
     # -------------------------------------------------------------- resumable state
     def save_state(self, folder: str | Path) -> None:
@@ -483,10 +583,13 @@ class Trainer:
         self._gathered = {}
         for (name, i), like in self.shard_of.items():
             group = next((g for g in self.groups if g.name == name), None)
-            if group is None:  # a frozen sharded base is not part of the trainer's state
-                continue
+            if group is None or (group is self.replay_group and self.replays_base):
+                continue  # a frozen sharded base is not part of the trainer's state; a replayed one is its log
             for key, local in self._saved_tensors(group, i):
-                full = gather_full(local.detach(), like)
+                if local.dtype == torch.int16:  # a compensation buffer: gloo and NCCL have no int16, move its bits
+                    full = gather_full(local.detach().view(torch.float16), like).view(torch.int16)
+                else:
+                    full = gather_full(local.detach(), like)
                 if self.world.is_main:
                     self._gathered[key] = full.to("cpu").contiguous().clone()
 
@@ -507,14 +610,27 @@ class Trainer:
         """
         from safetensors.torch import save_file
 
+        stored = [g for g in self.groups if not (g is self.replay_group and self.replays_base)]
         gathered = getattr(self, "_gathered", {})
         if len(gathered) != sum(len(self._saved_tensors(g, i)) for name, i in self.shard_of
-                                for g in self.groups if g.name == name):
+                                for g in stored if g.name == name):
             raise RuntimeError("a sharded base needs gather_shards() on every rank before write_state()")
         tensors = {key: gathered.get(key, t.detach()).to("cpu").contiguous().clone()
-                   for g in self.groups for i in range(len(g.params)) for key, t in self._saved_tensors(g, i)}
+                   for g in stored for i in range(len(g.params)) for key, t in self._saved_tensors(g, i)}
         self._gathered = {}
         save_file(tensors, str(folder / "params.safetensors"))
+        if self.replay_group is not None:  # the base's update log (always: a resume may switch full <-> replay)
+            trajectory = self.trajectory
+            q = self.zo.queries
+            save_file({"seed": torch.tensor(trajectory["seed"], dtype=torch.int64),
+                       "coeff": torch.tensor(trajectory["coeff"], dtype=torch.float64).reshape(-1, q),
+                       "lr": torch.tensor(trajectory["lr"], dtype=torch.float64)},
+                      str(folder / "trajectory.safetensors"))
+            # (a JSON file, not safetensors metadata: that is written in no fixed key order)
+            (folder / "trajectory.json").write_text(json.dumps(
+                {"base": "replay" if self.replays_base else "full", "trajectory_start": self.trajectory_start,
+                 "start_checksum": self.start_checksum, "base_policy": self.base_policy["policy"]},
+                indent=2, sort_keys=True))
         if self.optimizer is not None:
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
         (folder / "state.json").write_text(json.dumps(asdict(self.state), indent=2))
@@ -526,12 +642,26 @@ class Trainer:
 
         folder = Path(folder)
         where = f"checkpoint {str(folder)!r}"
+        log = None
         try:
             tensors = load_file(str(folder / "params.safetensors"))
             state = TrainState(**json.loads((folder / "state.json").read_text(encoding="utf-8")))
             optimizer = (torch.load(folder / "optimizer.pt", weights_only=True)
                          if self.optimizer is not None else None)
+            if self.replay_group is not None and (folder / "trajectory.safetensors").is_file():
+                log = load_file(str(folder / "trajectory.safetensors"))
+                meta = json.loads((folder / "trajectory.json").read_text(encoding="utf-8"))
+                start = int(meta["trajectory_start"])
+                if not (len(log["seed"]) == len(log["coeff"]) == len(log["lr"]) == state.step - start):
+                    raise ValueError(f"its update log has {len(log['seed'])} steps for steps {start} to {state.step}")
+                log = {"seed": log["seed"].tolist(), "coeff": log["coeff"].tolist(), "lr": log["lr"].tolist(),
+                       "start": start, "checksum": meta["start_checksum"], "policy": meta.get("base_policy")}
+            replayed = self.replay_group is not None and "base.0" not in tensors
+            if replayed and (log is None or log["start"] != 0):
+                raise ValueError("it holds neither the base tensors nor their update log from step 0")
             for g in self.groups:
+                if replayed and g is self.replay_group:
+                    continue
                 for i in range(len(g.params)):
                     for key, p in self._saved_tensors(g, i):
                         if key not in tensors and ".comp." in key:
@@ -555,6 +685,22 @@ class Trainer:
             raise UserError(f"{where} is unreadable ({type(exc).__name__}: {first}); delete it or re-run "
                             "with --overwrite") from None
         self.state = state
+        if self.replay_group is not None:
+            if log is None:  # a checkpoint from before update logs: the log starts here
+                self.trajectory, self.trajectory_start = {"seed": [], "coeff": [], "lr": []}, state.step
+            else:
+                self.trajectory = {k: log[k] for k in ("seed", "coeff", "lr")}
+                self.trajectory_start = log["start"]
+            if replayed and log["policy"] not in (None, self.base_policy["policy"]):
+                # the update passes depend on the policy (master, buffer, rounding): replay the run's own
+                raise UserError(f"{where} was written with base policy {log['policy']!r}, this process resolved "
+                                f"{self.base_policy['policy']!r} ({self.base_policy['reason']}); a replay needs the "
+                                "run's own policy (start runs meant to move between machines with an explicit "
+                                "--base-master)")
+            if replayed:
+                self.replay(self.trajectory["seed"], self.trajectory["coeff"], self.trajectory["lr"], log["checksum"])
+            else:
+                self.base_moved = True
         self.sync_master()
 
     # -------------------------------------------------------------- divergence guard

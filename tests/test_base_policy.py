@@ -10,6 +10,7 @@ finite loss and resumes exactly from a checkpoint.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -57,6 +58,17 @@ def test_exact_and_nonfinite_values_round_to_nearest():
     y = torch.tensor([0.5, -2.0, 0.0, math.inf, -math.inf, math.nan, 1e39])
     r = stochastic_round(y, BF16, torch.zeros_like(y))      # v = 0 would take any neighbour with p > 0
     assert torch.equal(r[:5].float(), y[:5]) and bool(r[5].isnan()) and bool(r[6].isinf())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_neighbour_from_bits_equals_nextafter(dtype):
+    """The bit-pattern neighbour (any device) equals torch.nextafter, signed zeros and extremes included."""
+    from hybridtheory.algorithm.rounding import _neighbour
+    x = torch.cat([weights(4000, 8).float(), torch.randn(500) * 1e3,
+                   torch.tensor([0.0, -0.0, 1.0, -1.0, -2.0, 65504.0, 1e-7, -1e-7])]).to(dtype)
+    up = torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) < 0.5
+    ref = torch.nextafter(x, torch.where(up, math.inf, -math.inf).to(dtype))
+    assert torch.equal(_neighbour(x, up).float(), ref.float())
 
 
 def test_stochastic_update_is_kept_in_expectation_by_the_core():
@@ -267,3 +279,63 @@ def test_run_json_records_the_decision(tok, tmp_path, monkeypatch):
     assert llm_main(["train", "--no-progress"] + [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]) == 0
     info = json.loads((Path(tmp_path) / "run" / "run.json").read_text())
     assert info["base_policy"]["policy"] == "compensated" and "fits in" in info["base_policy"]["reason"]
+
+
+# ---------------------------------------------------------------------------- the Triton kernel of the stores
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the gpu extra)")
+@pytest.mark.parametrize("law", ["rademacher", "gaussian"])
+def test_store_kernel_equals_eager(law, monkeypatch):
+    """kernels.store16 (one pass: u and the rounding bits in registers, 16-bit weights as bit patterns) against
+    the eager core path, for both policies and both 16-bit dtypes, with a shard offset, decay and a coefficient.
+    Rademacher u is the same bits on both paths, so the stores agree bit for bit; Gaussian u differs by float32
+    ulps of log/cos/sin, so a rare entry may round the other way. Under TRITON_INTERPRET=1 on CPU, or on CUDA."""
+    from hybridtheory.algorithm import kernels
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    n, start = 1500, 300
+    for dtype in (torch.bfloat16, torch.float16):
+        for policy in ("stochastic", "compensated"):
+            x0 = weights(n, 9, dtype)
+            d = Direction(31, law, offsets=(start,))
+            rseed = rounding_seed(31, 3) if policy == "stochastic" else None
+            results = []
+            for path, where in (("eager", "cpu"), ("kernel", device)):
+                x = x0.clone().to(where)
+                c = (torch.arange(n, dtype=torch.int32) * 37 % 20001 - 10000).to(COMPENSATION_DTYPE).to(where) \
+                    if policy == "compensated" else None
+                for alpha in (1e-3, -2e-3, 3e-5):      # a perturbation pass, its mirror, a restore + update
+                    if path == "eager":
+                        d.add_to([x], alpha, scale_first=[0.999], rounding_seed=rseed,
+                                 compensation=None if c is None else [c])
+                    else:
+                        kernels.store16(x, c, d.key(0), start, law, alpha, keep=0.999,
+                                        rkey=None if rseed is None else counter.tensor_key(rseed, 0))
+                results.append((x.cpu(), None if c is None else c.cpu()))
+            (xe, ce), (xk, ck) = results
+            mismatch = float((xe != xk).double().mean())
+            if law == "rademacher" and device == "cpu":
+                assert mismatch == 0, (dtype, policy)
+                assert ce is None or torch.equal(ce, ck)
+            else:
+                assert mismatch < 0.01, (dtype, policy, mismatch)
+            assert not torch.equal(xk, x0)
+
+
+def test_ranks_agree_on_the_most_frugal_choice(tok, monkeypatch):
+    """auto in a distributed run: this rank's memory fits the master, another rank's only stochastic rounding:
+    every rank stores alike, so this one takes stochastic too (a fake two-rank world: the vote's sums)."""
+    from llm_experiments.distributed import World
+
+    class OtherRankStochastic(World):
+        def sum_scalar(self, value, kind):
+            self.votes = getattr(self, "votes", 0) + 1
+            return value + (1.0 if self.votes == 4 else 0.0)        # the 4th vote is "stochastic"
+
+    monkeypatch.setattr(trainer_module, "free_memory_bytes", lambda device: 10 ** 12)
+    cfg = TrainConfig(model="tiny", method="zo-full", dtype="bfloat16", batch_size=8, steps=1, progress=False).validate()
+    model = tiny_model("opt", tok).to(BF16)
+    tr = Trainer(model, split_parameters(model), cfg, n_train=16, device=torch.device("cpu"), loss_fn=lm_loss,
+                 world=OtherRankStochastic(size=2))
+    assert tr.base_policy["policy"] == "stochastic" and "another rank" in tr.base_policy["reason"]
+    assert tr.zo.rounding == "stochastic" and tr.groups[0].mirrors is None

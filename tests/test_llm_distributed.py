@@ -107,8 +107,9 @@ def state_tensors(run_dir: Path, which: str = "checkpoint/state") -> dict:
     return load_file(str(run_dir / which / "params.safetensors"))
 
 
-def assert_same_run(one: Path, two: Path) -> None:
-    """Two run folders hold the same trajectory: losses, evaluations, selected step, final and best tensors."""
+def assert_same_run(one: Path, two: Path, replayed: bool = False) -> None:
+    """Two run folders hold the same trajectory: losses, evaluations, selected step, final and best tensors
+    (``replayed``: ``two`` has seed-replay checkpoints, without base tensors)."""
     loss1 = [r["loss"] for r in read_jsonl(one / "metrics.jsonl") if "loss" in r]
     loss2 = [r["loss"] for r in read_jsonl(two / "metrics.jsonl") if "loss" in r]
     assert len(loss1) == len(loss2) > 0
@@ -125,6 +126,9 @@ def assert_same_run(one: Path, two: Path) -> None:
         if not (one / which).is_dir():
             continue
         a, b = state_tensors(one, which), state_tensors(two, which)
+        if replayed:
+            assert not [k for k in b if k.startswith("base.")]
+            a = {k: v for k, v in a.items() if not k.startswith("base.")}
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-8, atol=1e-10, msg=f"{which} {key}")
@@ -187,6 +191,7 @@ def test_two_ranks_data_parallel_and_sharded_equal_one_process_full_minibatch(gr
                         for label, overrides in METHODS.items()}
     grid["methods"]["zo-sphere-fsdp"]["method"] = "zo-full"
     grid["methods"]["hybrid-fsdp"]["save_model"] = "separate"
+    grid["methods"]["zo-sphere-fsdp"]["checkpoint_base"] = "replay"  # the sharded run logs its updates instead
     path = write_yaml(tmp_path / "grid.yaml", grid)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "llm_experiments", "validate",
@@ -199,7 +204,7 @@ def test_two_ranks_data_parallel_and_sharded_equal_one_process_full_minibatch(gr
         assert all("comm_bytes" not in r for r in read_jsonl(one / "metrics.jsonl"))
         for sharded in (False, True):
             two = tmp_path / "two" / "tiny" / "sst2" / (f"{method}-fsdp" if sharded else method) / "seed0"
-            assert_same_run(one, two)
+            assert_same_run(one, two, replayed=sharded and method == "zo-sphere")
             info = json.loads((two / "run.json").read_text())
             assert info["world"] == {"size": 2, "backend": "gloo", "fsdp": sharded}
             adapter_numel = info["params"]["adapter"]
@@ -213,6 +218,21 @@ def test_two_ranks_data_parallel_and_sharded_equal_one_process_full_minibatch(gr
             rows = [r for r in read_jsonl(two / "metrics.jsonl") if "loss" in r]
             assert all(r["comm_bytes"] == expected for r in rows), rows[0]["comm_bytes"]
     assert not any((tmp_path / "two").rglob("*.tmp*"))  # rank 0 alone wrote, atomically
+    # the sharded run's replay checkpoint (its update log) resumes in one process: replayed there, unsharded,
+    # the base equals the one-process run's (sphere: directions by global index, normaliser over the shards)
+    from llm_experiments.config import TrainConfig
+    from llm_experiments.models import load_model_and_tokenizer
+    from llm_experiments.models import split_parameters as split_of
+    from llm_experiments.trainer import Trainer
+
+    run = tmp_path / "two" / "tiny" / "sst2" / "zo-sphere-fsdp" / "seed0"
+    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    plain, _ = load_model_and_tokenizer(cfg.model, cfg.dtype)
+    replayer = Trainer(plain, split_of(plain), cfg, cfg.n_train, torch.device("cpu"))
+    replayer.load_state(run / "checkpoint" / "state")
+    expected_base = state_tensors(one_process / "zo-sphere" / "seed0")
+    for i, p in enumerate(replayer.replay_group.params):
+        torch.testing.assert_close(p.detach(), expected_base[f"base.{i}"], rtol=1e-8, atol=1e-10)
     from llm_experiments.models import split_parameters
     from llm_experiments.runs import load_run_model
 
@@ -228,9 +248,11 @@ def test_two_ranks_data_parallel_and_sharded_equal_one_process_full_minibatch(gr
 
 # ---------------------------------------------------------------------------- failure and resume
 def test_killed_rank_stops_the_run_with_one_line_and_it_resumes_at_world_size_two(assets, one_process, tmp_path):
-    """The grid's hybrid run at world size 2: rank 1 killed before step 4, then resumed from step 2's state."""
+    """The grid's hybrid run at world size 2 with seed-replay checkpoints: rank 1 killed before step 4, then
+    resumed from step 2's state, every rank rebuilding the base by replaying the logged updates."""
     split = tmp_path / "split"
-    config = write_yaml(tmp_path / "run.yaml", run_config(assets, split, method="hybrid", **METHODS["hybrid"]))
+    config = write_yaml(tmp_path / "run.yaml", run_config(assets, split, method="hybrid", **METHODS["hybrid"],
+                                                          checkpoint_base="replay"))
     first = launch(["train", "--config", str(config)], rank_programs={1: KILLED_RANK})
     assert first[1].returncode == -9                       # rank 1 was killed before its 4th step
     assert first[0].returncode == 1
@@ -238,6 +260,7 @@ def test_killed_rank_stops_the_run_with_one_line_and_it_resumes_at_world_size_tw
     assert len(errors) == 1 and errors[0].startswith("error: rank 0 of 2: collective"), first[0].stderr[-2000:]
     assert "Traceback" not in first[0].stderr
     assert json.loads((split / "checkpoint" / "state" / "state.json").read_text())["step"] == 2
+    assert not [k for k in state_tensors(split) if k.startswith("base.")]  # the update log stands for the base
     assert not (split / "results.json").exists()
     # resumed through accelerate's launcher (on CPU its --multi_gpu mode is the one that starts N processes)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -248,7 +271,7 @@ def test_killed_rank_stops_the_run_with_one_line_and_it_resumes_at_world_size_tw
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stdout.count("eval accuracy") == 1        # the summary line comes from rank 0 only
     assert json.loads((split / "run.json").read_text())["world"] == {"size": 2, "backend": "gloo", "fsdp": False}
-    assert_same_run(one_process / "hybrid" / "seed0", split)
+    assert_same_run(one_process / "hybrid" / "seed0", split, replayed=True)
 
 
 # ---------------------------------------------------------------------------- one node: device_map and checkpointing

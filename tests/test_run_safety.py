@@ -34,6 +34,7 @@ TIMING = {"step_s", "time_s", "phase_s", "eval_s", "train_time_s", "elapsed_s", 
 
 # the fields --resume may change; every other TrainConfig field must match the saved config
 NOT_TRAJECTORY = {"output_dir", "progress", "log_every", "track_displacement", "phase_detail", "save_model", "device",
+                  "checkpoint_base", "displacement_start",
                   "trust_remote_code", "dist_timeout_s", "device_map", "gradient_checkpointing", "fsdp"}
 
 
@@ -386,3 +387,111 @@ def test_figure_cells_are_reused_after_a_kill_and_removed_once_the_figure_is_sto
     assert computed and res["data"]["values"] == [0.0, 2.0, 4.0]
     assert calls == [0, 1, 2]  # cells 0 and 1 were not computed again after the kill
     assert not list((tmp_path / ".cache").glob("*.cells"))
+
+
+# ---------------------------------------------------------------------------- seed-replay checkpoints
+def _results(run: Path) -> dict:
+    """What a run computes (logs, results, saved model), timing aside: not how its checkpoints store it."""
+    return _computed(snapshot(run))
+
+
+def _computed(files: dict) -> dict:
+    return {k: v for k, v in files.items() if not k.startswith("checkpoint/") and k != "config.json"}
+
+
+@pytest.mark.parametrize("method,master", [("hybrid", "none"), ("zo-full", "float64"), ("zo-full", "compensated")])
+def test_resume_from_a_replay_checkpoint_equals_the_uninterrupted_run(assets, tmp_path, method, master):
+    """The checkpoint holds no base tensor; the resumed run rebuilds the base by replaying the logged updates
+    from the model's weights (in place, through a master, and a bf16 base with its compensation buffers) and
+    ends byte for byte as the uninterrupted run."""
+    from safetensors.torch import load_file
+
+    extra = {"method": method, "base_master": master, "checkpoint_base": "replay"}
+    if master == "compensated":
+        extra["dtype"] = "bfloat16"
+    if method == "zo-full":
+        extra |= {"zo_weight_decay": "0.1", "lr_schedule": "linear", "warmup_steps": "1"}  # decay and lr in the log
+    straight = tmp_path / "straight"
+    assert main(args_for(assets, straight, **extra)) == 0
+    crash_at("checkpoint:files", 3)  # writing the step-4 checkpoint: the run resumes from step 2's
+    out = tmp_path / "resumed"
+    with pytest.raises(SimulatedCrash):
+        main(args_for(assets, out, **extra))
+    set_fault_hook(None)
+    state = out / "checkpoint" / "state"
+    assert json.loads((state / "state.json").read_text())["step"] == 2
+    assert not [k for k in load_file(str(state / "params.safetensors")) if k.startswith("base.")]
+    assert json.loads((state / "trajectory.json").read_text())["base"] == "replay"
+    assert len(load_file(str(state / "trajectory.safetensors"))["seed"]) == 2
+    model_bytes = (assets / "model" / "model.safetensors").stat().st_size
+    assert sum(p.stat().st_size for p in state.iterdir()) < model_bytes / 4  # adapter + Adam moments + log
+    assert sum(p.stat().st_size for p in state.glob("trajectory.*")) < 1024    # the log: bytes per step
+    assert main(args_for(assets, out, **extra) + ["--resume"]) == 0
+    assert snapshot(out) == snapshot(straight)
+    assert json.loads((out / "run.json").read_text())["checkpoint_base"] == "replay"
+
+
+def test_replay_and_full_checkpoints_give_the_same_run_and_a_resume_may_switch(assets, tmp_path, reference):
+    """--checkpoint-base is how checkpoints store the base, not what the run computes: a full-checkpoint run
+    resumed with replay (its checkpoints log the updates from step 0 too) equals the uninterrupted full run."""
+    expected, _ = reference
+    out = tmp_path / "switched"
+    crash_at("checkpoint:files", 3)
+    with pytest.raises(SimulatedCrash):
+        main(args_for(assets, out))
+    set_fault_hook(None)
+    assert main(args_for(assets, out, checkpoint_base="replay") + ["--resume"]) == 0
+    assert _results(out) == _computed(expected)
+    assert json.loads((out / "checkpoint" / "state" / "trajectory.json").read_text())["base"] == "replay"
+
+
+def test_displacement_without_a_resident_copy_equals_the_kept_copy(assets, tmp_path, reference):
+    """The default re-reads the base's start from --model at each evaluation; the numbers equal a kept copy's."""
+    expected, _ = reference
+    out = tmp_path / "memory"
+    assert main(args_for(assets, out, displacement_start="memory")) == 0
+    rows = [r for r in read_jsonl(out / "metrics.jsonl") if "displacement" in r]
+    assert rows and all(r["displacement"]["base"] > 0 for r in rows)
+    assert _results(out) == _computed(expected)
+
+
+def test_replaying_a_prefix_rebuilds_an_earlier_state_from_the_initial_weights(assets, tmp_path):
+    """The best state under replay: the trainer has moved on, so it restarts from initial_base() and replays
+    the log up to the best step."""
+    from llm_experiments.errors import UserError
+    from llm_experiments.models import attach_peft, load_model_and_tokenizer, split_parameters
+    from llm_experiments.trainer import Trainer, split_micro_batches
+
+    cfg = TrainConfig(model=str(assets / "model"), method="hybrid", checkpoint_base="replay", lr_base=1e-2,
+                      zo_weight_decay=0.1, track_displacement=False).validate()
+
+    def build():
+        model, _ = load_model_and_tokenizer(cfg.model, "float32")
+        return attach_peft(model, "lora", seed=cfg.seed)
+
+    model = build()
+    initial = [p.detach().clone() for p in split_parameters(model).tensors("base")]
+    trainer = Trainer(model, split_parameters(model), cfg, 8, torch.device("cpu"), initial_base=lambda: initial)
+    g = torch.Generator().manual_seed(0)
+    batch = [{"input_ids": torch.randint(4, 100, (12,), generator=g), "labels": torch.randint(4, 100, (12,),
+                                                                                            generator=g)}
+             for _ in range(4)]
+
+    def collate(chunk):
+        return {"input_ids": torch.stack([e["input_ids"] for e in chunk]),
+                "labels": torch.stack([e["labels"] for e in chunk])}
+
+    for step in range(4):
+        trainer.step(split_micro_batches(batch, 1, collate, torch.device("cpu")))
+        if step == 1:
+            trainer.save_state(tmp_path / "at2")
+            at2 = [p.detach().clone() for p in trainer.replay_group.params]
+    assert not torch.equal(trainer.replay_group.params[0], at2[0])
+    trainer.load_state(tmp_path / "at2")
+    assert all(torch.equal(p, q) for p, q in zip(trainer.replay_group.params, at2))
+    assert trainer.state.step == 2 and len(trainer.trajectory["seed"]) == 2
+    # a log written under another base policy (auto decides from free memory) is refused, not replayed wrongly
+    meta = json.loads((tmp_path / "at2" / "trajectory.json").read_text())
+    (tmp_path / "at2" / "trajectory.json").write_text(json.dumps(meta | {"base_policy": "compensated"}))
+    with pytest.raises(UserError, match="base policy 'compensated'"):
+        trainer.load_state(tmp_path / "at2")

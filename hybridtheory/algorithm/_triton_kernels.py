@@ -3,6 +3,8 @@
 Only Triton builtins are used (no ``tl.philox``/``tl.interleave``, which are library jit functions):
 the code then runs the same under the interpreter whatever mode Triton's library was imported in,
 and does not depend on the library's Philox entry points, which changed across Triton versions.
+Nor ``tl.to_tensor`` (not exported by Triton 3.6, the GPU machines' version): the keys are kernel
+arguments kept out of Triton's integer specialisation (``do_not_specialize``), so they are always tensors.
 """
 import triton
 import triton.language as tl
@@ -12,7 +14,7 @@ import triton.language as tl
 def _words(key, ctr):
     """Philox4x32-10 of the counter (ctr, ctr >> 32, 0, 0) under the 64-bit key."""
     c = ctr.to(tl.uint64)
-    k = tl.to_tensor(key).to(tl.uint64)
+    k = key.to(tl.uint64)  # a kernel argument (never specialised: see do_not_specialize below)
     c0 = (c & 0xFFFFFFFF).to(tl.uint32)
     c1 = (c >> 32).to(tl.uint32)
     c2 = c0 * 0
@@ -61,6 +63,14 @@ def entries(key, first_ctr, LAW: tl.constexpr, BLOCK: tl.constexpr):
         n2, n3 = _box_muller(w2, w3)
         # entry 4c + j is output j of counter c
         vals = _interleave(_interleave(n0, n2), _interleave(n1, n3))
+    elif LAW == 2:  # uniform in [0, 1): the top 24 bits of word j (stochastic rounding's bits)
+        ctr = first_ctr + tl.arange(0, BLOCK // 4).to(tl.int64)
+        w0, w1, w2, w3 = _words(key, ctr)
+        f0 = (w0 >> 8).to(tl.float32) * 5.9604644775390625e-08
+        f1 = (w1 >> 8).to(tl.float32) * 5.9604644775390625e-08
+        f2 = (w2 >> 8).to(tl.float32) * 5.9604644775390625e-08
+        f3 = (w3 >> 8).to(tl.float32) * 5.9604644775390625e-08
+        vals = _interleave(_interleave(f0, f2), _interleave(f1, f3))
     else:
         ctr = first_ctr + tl.arange(0, BLOCK // 128).to(tl.int64)
         w0, w1, w2, w3 = _words(key, ctr)
@@ -76,7 +86,7 @@ def entries(key, first_ctr, LAW: tl.constexpr, BLOCK: tl.constexpr):
     return vals
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["key"])
 def draw_kernel(out_ptr, key, start, numel, LAW: tl.constexpr, PER: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     first_ctr = start // PER + pid * (BLOCK // PER)
@@ -85,7 +95,7 @@ def draw_kernel(out_ptr, key, start, numel, LAW: tl.constexpr, PER: tl.constexpr
     tl.store(out_ptr + local, vals.to(out_ptr.dtype.element_ty), mask=(local >= 0) & (local < numel))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["key"])
 def axpy_kernel(x_ptr, mirror_ptr, coef_ptr, key, start, numel, LAW: tl.constexpr, PER: tl.constexpr,
                 BLOCK: tl.constexpr, WRITE_X: tl.constexpr, HAS_MIRROR: tl.constexpr, HAS_KEEP: tl.constexpr,
                 WIDE: tl.constexpr):
@@ -110,3 +120,77 @@ def axpy_kernel(x_ptr, mirror_ptr, coef_ptr, key, start, numel, LAW: tl.constexp
         tl.store(x_ptr + local, y.to(x_ptr.dtype.element_ty), mask=mask)
     if HAS_MIRROR:
         tl.store(mirror_ptr + local, y.to(mirror_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------- 16-bit stores (hybridtheory.algorithm.rounding)
+# The 16-bit weights are read and written as int16 bit patterns: bfloat16 is converted by hand (round to nearest
+# even), so the kernel does not depend on how a Triton version or its interpreter casts to bfloat16.
+@triton.jit
+def _to_f32(bits, BF16: tl.constexpr):
+    if BF16:
+        return (bits.to(tl.int32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return bits.to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def _nearest_bits(y, BF16: tl.constexpr):
+    if BF16:
+        b = y.to(tl.uint32, bitcast=True)
+        b = b + 0x7FFF + ((b >> 16) & 1)
+        return (b >> 16).to(tl.int32).to(tl.int16)
+    else:
+        return y.to(tl.float16).to(tl.int16, bitcast=True)
+
+
+@triton.jit
+def _neighbour_bits(bits, up):
+    """The next 16-bit value toward +inf where ``up``, toward -inf elsewhere (sign and magnitude)."""
+    b = bits.to(tl.int32)
+    neg = b < 0
+    mag = b & 0x7FFF
+    zero = mag == 0
+    mag = tl.where((up != neg) | zero, mag + 1, mag - 1)
+    neg = tl.where(zero, up == 0, neg)
+    return (mag - 32768 * neg.to(tl.int32)).to(tl.int16)
+
+
+@triton.jit
+def _residual_unit(w, MANTISSA: tl.constexpr, min_unit):
+    binade = (w.to(tl.uint32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True)
+    return tl.maximum(binade * (2.0 ** -(MANTISSA + 15)), min_unit)
+
+
+@triton.jit(do_not_specialize=["key", "rkey"])
+def store16_kernel(x_ptr, comp_ptr, coef_ptr, key, rkey, start, numel, min_unit, LAW: tl.constexpr,
+                   PER: tl.constexpr, BLOCK: tl.constexpr, HAS_KEEP: tl.constexpr, STOCHASTIC: tl.constexpr,
+                   COMPENSATED: tl.constexpr, BF16: tl.constexpr, MANTISSA: tl.constexpr):
+    """x <- keep * v + a * u for 16-bit x (int16 bit patterns), v = x or x + comp * unit(x); stored rounded
+    stochastically (uniform bits of ``rkey``) or to nearest with the error into ``comp`` (int16)."""
+    pid = tl.program_id(0).to(tl.int64)
+    first_ctr = start // PER + pid * (BLOCK // PER)
+    u = entries(key, first_ctr, LAW, BLOCK)
+    local = first_ctr * PER + tl.arange(0, BLOCK).to(tl.int64) - start
+    mask = (local >= 0) & (local < numel)
+    w = _to_f32(tl.load(x_ptr + local, mask=mask, other=0), BF16)
+    if COMPENSATED:
+        c = tl.load(comp_ptr + local, mask=mask, other=0).to(tl.float32)
+        w = w + c * _residual_unit(w, MANTISSA, min_unit)
+    a = tl.load(coef_ptr).to(tl.float32)
+    if HAS_KEEP:
+        w = w * tl.load(coef_ptr + 1).to(tl.float32)
+    y = w + a * u
+    near = _nearest_bits(y, BF16)
+    nf = _to_f32(near, BF16)
+    if STOCHASTIC:
+        v = entries(rkey, first_ctr * PER // 4, 2, BLOCK)
+        other = _neighbour_bits(near, nf < y)
+        p = (y - nf) / (_to_f32(other, BF16) - nf)
+        near = tl.where(v < p, other, near)
+    tl.store(x_ptr + local, near, mask=mask)
+    if COMPENSATED:
+        r = (y - nf) / _residual_unit(nf, MANTISSA, min_unit)
+        r = tl.where(r == r, r, 0.0)                                      # NaN -> 0
+        r = tl.minimum(tl.maximum(r, -32767.0), 32767.0)
+        q = (r + 12582912.0) - 12582912.0                                 # round half to even (|r| < 2^22)
+        tl.store(comp_ptr + local, q.to(tl.int16), mask=mask)

@@ -224,9 +224,14 @@ class Direction:
 
     def _write(self, k: int, t: torch.Tensor, a, m, inv_norm, rseed: int | None, comp: torch.Tensor | None) -> None:
         """``t <- m (t + comp) + a u_k`` computed in the draw's precision and stored by :func:`.rounding.store`
-        (stochastically with the bits of ``rseed``, or into the pair ``(t, comp)``). Eager, piece by piece on
-        the streamed path (the Triton kernels do not have these stores)."""
+        (stochastically with the bits of ``rseed``, or into the pair ``(t, comp)``): one Triton pass on CUDA
+        (``kernels.store16``), else eager, piece by piece on the streamed path."""
         start = 0 if self.offsets is None else int(self.offsets[k])
+        if self._kernel(t) and t.dtype in rounding.SIXTEEN_BIT and (comp is None or comp.is_contiguous()):
+            from . import kernels
+            kernels.store16(t, comp, self.key(k), start, self.law, a, inv_norm, m,
+                            None if rseed is None else counter.tensor_key(rseed, k))
+            return
         if self._streamed(t) and (comp is None or comp.is_contiguous()):
             cflat = None if comp is None else comp.view(-1)
             for x, u, sl in self._pieces(k, t, inv_norm):

@@ -116,7 +116,8 @@ def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tens
                     plus_loss: Callable[[], torch.Tensor] | None = None,
                     defer_restore: bool = False,
                     mirrors: Sequence[torch.Tensor] | None = None,
-                    compensation: Sequence[torch.Tensor] | None = None) -> list[ZORecord]:
+                    compensation: Sequence[torch.Tensor] | None = None,
+                    coefficients: Sequence[torch.Tensor] | None = None) -> list[ZORecord]:
     """Query the loss around the current block and return one record per direction.
 
     Args:
@@ -138,15 +139,31 @@ def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tens
             :func:`apply_zo_update` in its pass, or here by a copy when ``defer_restore`` is off).
         compensation: one 16-bit error-compensation buffer per block tensor (:mod:`.rounding`): every pass
             reads and writes the pair (block, buffer), so the restore is exact up to the buffer's rounding.
+        coefficients: replay (seed-replay checkpoints): the coefficients a past run of this step measured,
+            one per query. No loss is evaluated (``loss`` may be None), but the block goes through the same
+            perturbation passes as when they were measured: in place, the rounding of ``x + mu u - 2 mu u ...``
+            (and the stochastic rounding or the compensation buffers) is part of the trajectory, so redoing the
+            passes is what makes the replay bit for bit. With ``mirrors`` the block is never perturbed, so the
+            replay skips the mirrors' passes.
     """
-    if settings.difference == "forward" and f0 is None:
+    replaying = coefficients is not None
+    if replaying and len(coefficients) != settings.queries:
+        raise ValueError(f"replay: got {len(coefficients)} coefficients for {settings.queries} queries")
+    if settings.difference == "forward" and f0 is None and not replaying:
         f0 = loss()
     mu = settings.mu
     records = []
     if mirrors is not None:
         if compensation is not None or settings.rounding != "nearest":
             raise ValueError("mirrors (a master copy) exclude stochastic rounding and compensation buffers")
-        return _mirrored_coefficients(block, mirrors, loss, settings, step_seed, f0, plus_loss, defer_restore)
+        return _mirrored_coefficients(block, mirrors, loss, settings, step_seed, f0, plus_loss, defer_restore,
+                                      coefficients)
+
+    def evaluate(k: int):
+        if replaying:
+            return None
+        return plus_loss() if (k == 0 and plus_loss is not None) else loss()
+
     for k in range(settings.queries):
         d = settings.direction(step_seed, k)
         inv = d.inverse_norm(block)
@@ -157,29 +174,33 @@ def zo_coefficients(block: Sequence[torch.Tensor], loss: Callable[[], torch.Tens
                      compensation=compensation)
 
         shift(mu, PASS_PLUS)                                      # x + mu u
-        f_plus = plus_loss() if (k == 0 and plus_loss is not None) else loss()
+        f_plus = evaluate(k)
         if settings.difference == "central":
             shift(-2 * mu, PASS_MINUS)                            # x - mu u
-            f_minus = loss()
+            f_minus = None if replaying else loss()
             if not defer:
                 shift(mu, PASS_RESTORE)                           # back to x
-            c = (f_plus - f_minus) / (2 * mu)
+            c = coefficients[k] if replaying else (f_plus - f_minus) / (2 * mu)
             pending = -mu if defer else None
         else:
             if not defer:
                 shift(-mu, PASS_RESTORE)                          # back to x
-            c = (f_plus - f0) / mu
+            c = coefficients[k] if replaying else (f_plus - f0) / mu
             pending = mu if defer else None
         records.append(ZORecord(d, c.detach(), inv, pending))
     return records
 
 
-def _mirrored_coefficients(block, mirrors, loss, settings, step_seed, f0, plus_loss, defer_restore):
+def _mirrored_coefficients(block, mirrors, loss, settings, step_seed, f0, plus_loss, defer_restore,
+                           coefficients=None):
     mu = settings.mu
     records = []
     for k in range(settings.queries):
         d = settings.direction(step_seed, k)
         inv = d.inverse_norm(block)
+        if coefficients is not None:  # replay: the master never moved in these passes
+            records.append(ZORecord(d, coefficients[k].detach(), inv))
+            continue
         d.write_shifted(block, mirrors, mu, inv)                      # model at x + mu u
         f_plus = plus_loss() if (k == 0 and plus_loss is not None) else loss()
         if settings.difference == "central":

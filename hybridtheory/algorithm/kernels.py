@@ -22,7 +22,7 @@ import torch
 from .counter import ENTRIES_PER_COUNTER
 
 AVAILABLE = importlib.util.find_spec("triton") is not None
-LAW_CODES = {"gaussian": 0, "sphere": 0, "rademacher": 1}
+LAW_CODES = {"gaussian": 0, "sphere": 0, "rademacher": 1, "uniform": 2}
 BLOCK = 1024  # entries per program: 256 Gaussian counters or 8 Rademacher counters
 
 
@@ -90,3 +90,28 @@ def axpy(x: torch.Tensor, mirror: torch.Tensor | None, key: int, start: int, law
     kernels().axpy_kernel[_grid(start, x.numel(), per)](
         x, x if mirror is None else mirror, coef, key, start, x.numel(), LAW=LAW_CODES[law], PER=per, BLOCK=BLOCK,
         WRITE_X=write_x, HAS_MIRROR=mirror is not None, HAS_KEEP=has_keep, WIDE=wide)
+
+
+def store16(x: torch.Tensor, comp: torch.Tensor | None, key: int, start: int, law: str,
+            alpha: float | torch.Tensor, inv_norm: torch.Tensor | None = None, keep: float | torch.Tensor = 1.0,
+            rkey: int | None = None) -> None:
+    """Kernel twin of the eager 16-bit stores (:func:`hybridtheory.algorithm.rounding.store`): one pass over the
+    16-bit ``x`` (contiguous), ``y = keep * value + alpha * inv_norm * u``, stored rounded stochastically with
+    the uniform bits of key ``rkey`` (entries ``[start, start + numel)``, as the eager draw), or to nearest with
+    the error into the int16 ``comp`` (``value = x + comp * unit(x)``)."""
+    from .rounding import MIN_UNIT, _MANTISSA_BITS
+    if not x.numel():
+        return
+    a = alpha if isinstance(alpha, torch.Tensor) else torch.tensor(alpha, dtype=torch.float64)
+    a = a.to(x.device, torch.float64)
+    if inv_norm is not None:
+        a = a * inv_norm.to(torch.float64)
+    has_keep = not (isinstance(keep, float | int) and keep == 1.0)
+    k = keep if isinstance(keep, torch.Tensor) else torch.tensor(float(keep), dtype=torch.float64)
+    coef = torch.stack((a.reshape(()), k.to(x.device, torch.float64).reshape(()))).to(torch.float32)
+    per = ENTRIES_PER_COUNTER[law]
+    bits = x.view(torch.int16)
+    kernels().store16_kernel[_grid(start, x.numel(), per)](
+        bits, bits if comp is None else comp, coef, key, 0 if rkey is None else rkey, start, x.numel(),
+        MIN_UNIT[x.dtype], LAW=LAW_CODES[law], PER=per, BLOCK=BLOCK, HAS_KEEP=has_keep, STOCHASTIC=rkey is not None,
+        COMPENSATED=comp is not None, BF16=x.dtype == torch.bfloat16, MANTISSA=_MANTISSA_BITS[x.dtype])

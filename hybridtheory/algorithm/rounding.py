@@ -32,7 +32,9 @@ SIXTEEN_BIT = (torch.float16, torch.bfloat16)
 COMPENSATION_DTYPE = torch.int16
 _RESIDUAL_BITS = 15                                   # unit of the buffer: ulp(w) * 2^-15
 _MANTISSA_BITS = {torch.bfloat16: 7, torch.float16: 10}
-_SMALLEST_ULP = {torch.bfloat16: 2.0 ** -133, torch.float16: 2.0 ** -24}   # spacing of the subnormals
+# smallest unit: 2^-15 of fp16's subnormal spacing; for bf16 float32's smallest normal (a subnormal unit would be
+# flushed to zero by GPU kernels; the weights it would serve, |w| < 2^-104, do not occur)
+MIN_UNIT = {torch.bfloat16: 2.0 ** -126, torch.float16: 2.0 ** -39}
 _ROUNDING_STREAM = 0x52_4F_55_4E_44  # "ROUND": keeps the rounding keys apart from the direction's tensor keys
 
 # pass numbers of the write passes of one direction (each gets its own rounding bits)
@@ -50,6 +52,17 @@ def uniforms(seed: int, k: int, start: int, numel: int, device) -> torch.Tensor:
     return counter.draw_slice(counter.tensor_key(seed, k), start, numel, "uniform", torch.float32, device)
 
 
+def _neighbour(x: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """The next 16-bit value after ``x`` toward +inf where ``up``, toward -inf elsewhere (``torch.nextafter``
+    from the bit patterns: sign and magnitude, so any device and dtype of 2 bytes)."""
+    bits = x.view(torch.int16).to(torch.int32)
+    neg, mag = bits < 0, bits & 0x7FFF
+    zero = mag == 0
+    mag = torch.where((up ^ neg) | zero, mag + 1, mag - 1)    # away from zero, or toward it
+    neg = torch.where(zero, ~up, neg)
+    return (mag - 32768 * neg.to(torch.int32)).to(torch.int16).view(x.dtype)
+
+
 def stochastic_round(y: torch.Tensor, dtype: torch.dtype, v: torch.Tensor) -> torch.Tensor:
     """``y`` (float32/64) rounded to ``dtype``: the neighbour above with probability equal to the distance to
     the one below over their gap, using the uniforms ``v`` (shape of ``y``). Exact values, infinities and NaN
@@ -58,19 +71,19 @@ def stochastic_round(y: torch.Tensor, dtype: torch.dtype, v: torch.Tensor) -> to
         return y.to(dtype)
     near = y.to(dtype)
     nf = near.to(y.dtype)
-    toward = torch.where(nf < y, torch.inf, -torch.inf).to(dtype)
-    other = torch.nextafter(near, toward)
+    other = _neighbour(near, nf < y)
     p = (y - nf) / (other.to(y.dtype) - nf)            # in [0, 1/2]; NaN (-> nearest) for non-finite y
     return torch.where(v < p, other, near)
 
 
 def _residual_unit(w: torch.Tensor) -> torch.Tensor:
-    """float32 ``ulp(w) * 2^-15`` of 16-bit weights ``w`` (the subnormal spacing at least)."""
+    """float32 ``ulp(w) * 2^-15`` of 16-bit weights ``w``, at least ``MIN_UNIT``: the power of two of ``w``'s
+    binade (its float32 exponent bits, mantissa cleared) times ``2^-(mantissa bits + 15)``. The Triton kernel
+    computes the same from the same bits."""
     if w.dtype not in _MANTISSA_BITS:
         raise ValueError(f"a compensation buffer goes with 16-bit weights, got {w.dtype}")
-    _, e = torch.frexp(w.float())                     # |w| in [2^(e-1), 2^e)
-    unit = torch.exp2((e - (1 + _MANTISSA_BITS[w.dtype] + _RESIDUAL_BITS)).float())     # exact powers of two
-    return unit.clamp_min(_SMALLEST_ULP[w.dtype] * 2.0 ** -_RESIDUAL_BITS)
+    binade = (w.float().view(torch.int32) & 0x7F800000).view(torch.float32)     # 2^floor(log2 |w|); 0 for 0
+    return (binade * 2.0 ** -(_MANTISSA_BITS[w.dtype] + _RESIDUAL_BITS)).clamp_min_(MIN_UNIT[w.dtype])
 
 
 def compensated_value(w: torch.Tensor, comp: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

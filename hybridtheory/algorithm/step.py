@@ -144,6 +144,45 @@ def _flatten(groups: Sequence[ParamGroup], oracle: str) -> tuple[list[torch.Tens
     return params, lrs, (decays if any_decay else None)
 
 
+def _zo_block(groups: Sequence[ParamGroup]):
+    """The perturbation group: tensors, step sizes, decays, mirrors and compensation buffers (None: no group
+    has them)."""
+    zo_params, zo_lrs, zo_decays = _flatten(groups, "zo")
+    zo_groups = [g for g in groups if g.oracle == "zo"]
+    zo_mirrors = None
+    if any(g.mirrors is not None for g in zo_groups):
+        if not all(g.mirrors is not None for g in zo_groups):
+            raise ValueError("either every ZO group has mirrors or none has")
+        zo_mirrors = [m for g in zo_groups for m in g.mirrors]
+    zo_comp = None
+    if any(g.compensation is not None for g in zo_groups):
+        if not all(g.compensation is not None for g in zo_groups):
+            raise ValueError("either every ZO group has compensation buffers or none has")
+        zo_comp = [c for g in zo_groups for c in g.compensation]
+    return zo_params, zo_lrs, zo_decays, zo_mirrors, zo_comp
+
+
+def zo_update(groups: Sequence[ParamGroup], zo: ZOSettings, step_seed: int,
+              loss: Callable[[], torch.Tensor] | None = None, *, f0: torch.Tensor | None = None,
+              plus_loss: Callable[[], torch.Tensor] | None = None,
+              coefficients: Sequence[torch.Tensor] | None = None, write_mirrors: bool = True) -> list[ZORecord]:
+    """The ZO part of one step on the ZO groups of ``groups``, in place; returns its records.
+
+    Training passes ``loss`` (the coefficients are measured); a replay passes the ``coefficients`` a past
+    run recorded (with the groups' ``lr`` set to the step sizes that step used): the same perturbation and
+    update passes run, without forwards, so the block (and its compensation buffers) end bit for bit where
+    training left them (seed-replay checkpoints). ``write_mirrors=False`` skips writing the mirrors in the
+    update pass (a replay of many steps writes them once at the end; the block itself is the same either way).
+    """
+    zo_params, zo_lrs, zo_decays, zo_mirrors, zo_comp = _zo_block(groups)
+    # the last restore is fused with the update (one pass over the parameters fewer)
+    records = zo_coefficients(zo_params, loss, zo, step_seed, f0=f0, plus_loss=plus_loss, defer_restore=True,
+                              mirrors=zo_mirrors, compensation=zo_comp, coefficients=coefficients)
+    apply_zo_update(zo_params, records, zo_lrs, zo_decays, mirrors=zo_mirrors if write_mirrors else None,
+                    compensation=zo_comp, rounding=zo.rounding)
+    return records
+
+
 def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, step_seed: int,
                 fo_point: str = "jacobi", fo_update: FOUpdate | None = None) -> StepInfo:
     """Run one inner step in place on ``groups`` and return what it did.
@@ -158,18 +197,7 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
     """
     if fo_point not in FO_POINTS:
         raise ValueError(f"unknown fo_point {fo_point!r}; expected one of {FO_POINTS}")
-    zo_params, zo_lrs, zo_decays = _flatten(groups, "zo")
-    zo_groups = [g for g in groups if g.oracle == "zo"]
-    zo_mirrors = None
-    if any(g.mirrors is not None for g in zo_groups):
-        if not all(g.mirrors is not None for g in zo_groups):
-            raise ValueError("either every ZO group has mirrors or none has")
-        zo_mirrors = [m for g in zo_groups for m in g.mirrors]
-    zo_comp = None
-    if any(g.compensation is not None for g in zo_groups):
-        if not all(g.compensation is not None for g in zo_groups):
-            raise ValueError("either every ZO group has compensation buffers or none has")
-        zo_comp = [c for g in zo_groups for c in g.compensation]
+    zo_params = _zo_block(groups)[0]
     fo_params, fo_lrs, fo_decays = _flatten(groups, "fo")
     if fo_update is None:
         def fo_update(p, g, lr):
@@ -196,15 +224,11 @@ def hybrid_step(groups: Sequence[ParamGroup], oracle: Oracle, zo: ZOSettings, st
             plus_loss = fo_pass_at_plus
             backwards += 1
         had_f0 = f0 is not None
-        # the last restore is fused with the update below (one pass over the parameters fewer)
-        records = zo_coefficients(zo_params, oracle.loss, zo, step_seed, f0=f0, plus_loss=plus_loss,
-                                  defer_restore=True, mirrors=zo_mirrors, compensation=zo_comp)
+        # Jacobi and perturbed: the FO gradient is taken before the ZO update (simultaneous step)
+        records = zo_update(groups, zo, step_seed, oracle.loss, f0=f0, plus_loss=plus_loss)
         forwards += zo_forwards(zo, had_f0)
         if plus_loss is not None:
             fo_grads = holder["grads"]
-        # Jacobi and perturbed: the FO gradient was taken before this update (simultaneous step)
-        apply_zo_update(zo_params, records, zo_lrs, zo_decays, mirrors=zo_mirrors, compensation=zo_comp,
-                        rounding=zo.rounding)
         if fo_params and fo_point == "gauss_seidel":
             f0, fo_grads = fo_pass(need_loss=False)          # at the updated x
             forwards, backwards = forwards + 1, backwards + 1
