@@ -252,8 +252,14 @@ def run_training(cfg: TrainConfig, resume: bool = False, splits=None, overwrite:
                                 num_virtual_tokens=cfg.num_virtual_tokens)
         return [p.detach() for p in split_parameters(fresh).tensors("base")]
 
+    kept_policy = None
+    if folder.mode == "resume" and (run_dir / "run.json").is_file():
+        try:  # auto's decision at the run's start (run.json is written atomically before the first step)
+            kept_policy = json.loads((run_dir / "run.json").read_text()).get("base_policy")
+        except (OSError, ValueError):
+            kept_policy = None
     trainer = Trainer(model, split, cfg, len(encoded), device, world, loss_fn=objective_loss_fn(objective),
-                      initial_base=initial_base)
+                      initial_base=initial_base, kept_policy=kept_policy if isinstance(kept_policy, dict) else None)
     if folder.mode == "resume" and main:
         folder.recover()  # a checkpoint swap cut short is put back, temporaries go
     world.barrier()

@@ -228,9 +228,12 @@ class Trainer:
     """Holds the model, the parameter groups, the FO optimizer, the sampler and the :class:`TrainState`."""
 
     def __init__(self, model, split: ParamSplit, cfg: TrainConfig, n_train: int, device: torch.device,
-                 world: World | None = None, loss_fn=None, initial_base=None):
+                 world: World | None = None, loss_fn=None, initial_base=None,
+                 kept_policy: dict | None = None):
         # loss_fn(model, micro_batch) -> loss: the task objective (llm_experiments.scoring); None: the model's
         # own causal-LM loss on ``labels`` (benchmarks on synthetic token batches)
+        # kept_policy: the base_policy a resumed run recorded in its run.json; ``auto`` keeps it instead of deciding
+        # again from this machine's free memory (another choice would continue the run under another arithmetic)
         # initial_base() -> the base tensors as the run started (full, unsharded, CPU, in ``split`` order), read
         # again from where the model came from: the start of the displacement and of a replay (runs.py passes
         # it; without it the displacement keeps a CPU copy and a replay needs the base still at its start)
@@ -264,7 +267,7 @@ class Trainer:
                 self.shard_of[("base", i)] = p
                 starts[i] = start
         # ZO base policy (precision.py): fp32/fp64 master, compensation buffer, stochastic rounding or in place
-        policy, reason = self._base_policy(cfg, base, base_oracle == "zo")
+        policy, reason = self._base_policy(cfg, base, base_oracle == "zo", kept_policy)
         self.master_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         compensation = None
         if base_oracle == "zo" and policy in MASTER_DTYPES:
@@ -342,9 +345,17 @@ class Trainer:
         return self.replay_group is not None and self.cfg.checkpoint_base == "replay"
 
     # -------------------------------------------------------------- dtype policy
-    def _base_policy(self, cfg: TrainConfig, base: list[torch.Tensor], zo_base: bool) -> tuple[str, str]:
+    def _base_policy(self, cfg: TrainConfig, base: list[torch.Tensor], zo_base: bool,
+                     kept: dict | None = None) -> tuple[str, str]:
         """Resolve ``base_master`` (precision.resolve_base_policy). ``auto`` on a 16-bit ZO base reads the free
-        memory of the base's device; ranks take the most frugal of their choices (they must all store alike)."""
+        memory of the base's device; ranks take the most frugal of their choices (they must all store alike).
+        A resumed run's ``auto`` keeps the policy its start chose (``kept``), whatever the memory is now."""
+        if cfg.base_master == "auto" and kept and kept.get("asked") == "auto" and kept.get("policy"):
+            policy = kept["policy"]
+            reason = f"kept from the run being resumed (its start chose it: {kept.get('reason', 'no reason recorded')})"
+            if policy != "none" and self.world.is_main:
+                print(f"base policy: {policy} ({reason})", file=sys.stderr)
+            return policy, reason
         dtype = base[0].dtype if base else torch.float32
         numel = sum(p.numel() for p in base)
         free = None

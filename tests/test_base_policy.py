@@ -281,6 +281,55 @@ def test_run_json_records_the_decision(tok, tmp_path, monkeypatch):
     assert info["base_policy"]["policy"] == "compensated" and "fits in" in info["base_policy"]["reason"]
 
 
+def test_resumed_auto_keeps_the_policy_its_start_chose(tok, tmp_path, monkeypatch, capsys):
+    """More free memory at the resume (auto alone would now pick the fp32 master) must not change the arithmetic
+    of a run that started under compensated: the resume keeps it, says so, and ends as the uninterrupted run."""
+    from hybridtheory.io import SimulatedCrash, set_fault_hook
+
+    n = sum(p.numel() for p in split_parameters(tiny_model("opt", tok)).tensors("base"))
+    free = {"bytes": 4 * n}
+    monkeypatch.setattr(trainer_module, "free_memory_bytes", lambda device: free["bytes"])
+    root = write_tiny_assets(tmp_path / "assets", 16, 8)
+
+    def args(out):
+        values = {"model": root / "model", "task": "sst2", "data": root / "data", "n_train": 8, "n_dev": 4,
+                  "n_eval": 4, "steps": 4, "eval_every": 2, "batch_size": 4, "save_model": "none",
+                  "method": "zo-full", "dtype": "bfloat16", "lr_base": 1e-3, "output_dir": out}
+        return ["train", "--no-progress"] + [f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
+
+    assert llm_main(args(tmp_path / "straight")) == 0
+    appended = []
+
+    def crash_after_the_step_2_checkpoint(point):
+        appended.append(point)
+        if point == "metrics.jsonl:append" and appended.count(point) == 3:
+            raise SimulatedCrash(point)
+
+    set_fault_hook(crash_after_the_step_2_checkpoint)
+    try:
+        with pytest.raises(SimulatedCrash):
+            llm_main(args(tmp_path / "cut"))
+    finally:
+        set_fault_hook(None)
+    free["bytes"] = 10 ** 12
+    capsys.readouterr()
+    assert llm_main(args(tmp_path / "cut") + ["--resume"]) == 0
+    info = json.loads((tmp_path / "cut" / "run.json").read_text())
+    assert info["resumed_at_step"] == 2 and info["base_policy"]["policy"] == "compensated"
+    assert "kept from the run being resumed" in info["base_policy"]["reason"]
+    assert "base policy: compensated (kept from the run being resumed" in capsys.readouterr().err
+
+    def losses(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+    assert len(losses("straight")) == 4 and losses("cut") == losses("straight")
+    assert (tmp_path / "cut" / "checkpoint" / "state").is_dir()
+    a = json.loads((tmp_path / "straight" / "results.json").read_text())
+    b = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert (a["eval"], a["dev"], a["selected_step"]) == (b["eval"], b["dev"], b["selected_step"])
+
+
 # ---------------------------------------------------------------------------- the Triton kernel of the stores
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the gpu extra)")
 @pytest.mark.parametrize("law", ["rademacher", "gaussian"])
