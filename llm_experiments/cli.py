@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RankFailure as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _leave_broken_rank(1)
     except OSError as exc:  # a folder that cannot be written, a disk that is full: one line, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -234,6 +235,21 @@ def main(argv: list[str] | None = None) -> int:
         if "torch" in sys.modules:  # a launched run: leave the process group cleanly
             from .distributed import shutdown
             shutdown()
+
+
+def _leave_broken_rank(code: int) -> int:
+    """Exit status of a launched rank whose peer failed, returned only outside a launched run.
+
+    Its process group cannot be torn down: destroying a gloo group whose peer is gone, or the interpreter's own
+    exit, can end in ``terminate called without an active exception`` (SIGABRT, exit -6, seen in CI) after the
+    one-line error was printed. The run folder is consistent at any instant (atomic writes), so a launched rank
+    leaves at once with the status it promised, skipping the teardown.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 app = main  # alias for entry-point styles that expect `app`
