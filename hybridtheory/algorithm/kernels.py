@@ -69,6 +69,18 @@ def draw_slice(key: int, start: int, numel: int, law: str = "gaussian", dtype: t
     return out
 
 
+def _coefficients(alpha, inv_norm, keep, device, dtype) -> tuple[torch.Tensor, bool]:
+    """The kernels' coefficient pair ``(alpha * inv_norm, keep)`` as one device tensor (scalars may be device
+    tensors: no host sync), and whether ``keep`` differs from 1."""
+    a = alpha if isinstance(alpha, torch.Tensor) else torch.tensor(alpha, dtype=torch.float64)
+    a = a.to(device, torch.float64)
+    if inv_norm is not None:
+        a = a * inv_norm.to(torch.float64)
+    has_keep = not (isinstance(keep, float | int) and keep == 1.0)
+    k = keep if isinstance(keep, torch.Tensor) else torch.tensor(float(keep), dtype=torch.float64)
+    return torch.stack((a.reshape(()), k.to(device, torch.float64).reshape(()))).to(dtype), has_keep
+
+
 def axpy(x: torch.Tensor, mirror: torch.Tensor | None, key: int, start: int, law: str,
          alpha: float | torch.Tensor, inv_norm: torch.Tensor | None = None, keep: float | torch.Tensor = 1.0,
          write_x: bool = True) -> None:
@@ -78,14 +90,7 @@ def axpy(x: torch.Tensor, mirror: torch.Tensor | None, key: int, start: int, law
     if not x.numel():
         return
     wide = x.dtype == torch.float64
-    cdtype = torch.float64 if wide else torch.float32
-    a = alpha if isinstance(alpha, torch.Tensor) else torch.tensor(alpha, dtype=torch.float64)
-    a = a.to(x.device, torch.float64)
-    if inv_norm is not None:
-        a = a * inv_norm.to(torch.float64)
-    has_keep = not (isinstance(keep, float | int) and keep == 1.0)
-    k = keep if isinstance(keep, torch.Tensor) else torch.tensor(float(keep), dtype=torch.float64)
-    coef = torch.stack((a.reshape(()), k.to(x.device, torch.float64).reshape(()))).to(cdtype)
+    coef, has_keep = _coefficients(alpha, inv_norm, keep, x.device, torch.float64 if wide else torch.float32)
     per = ENTRIES_PER_COUNTER[law]
     kernels().axpy_kernel[_grid(start, x.numel(), per)](
         x, x if mirror is None else mirror, coef, key, start, x.numel(), LAW=LAW_CODES[law], PER=per, BLOCK=BLOCK,
@@ -102,13 +107,7 @@ def store16(x: torch.Tensor, comp: torch.Tensor | None, key: int, start: int, la
     from .rounding import MIN_UNIT, _MANTISSA_BITS
     if not x.numel():
         return
-    a = alpha if isinstance(alpha, torch.Tensor) else torch.tensor(alpha, dtype=torch.float64)
-    a = a.to(x.device, torch.float64)
-    if inv_norm is not None:
-        a = a * inv_norm.to(torch.float64)
-    has_keep = not (isinstance(keep, float | int) and keep == 1.0)
-    k = keep if isinstance(keep, torch.Tensor) else torch.tensor(float(keep), dtype=torch.float64)
-    coef = torch.stack((a.reshape(()), k.to(x.device, torch.float64).reshape(()))).to(torch.float32)
+    coef, has_keep = _coefficients(alpha, inv_norm, keep, x.device, torch.float32)
     per = ENTRIES_PER_COUNTER[law]
     bits = x.view(torch.int16)
     kernels().store16_kernel[_grid(start, x.numel(), per)](
