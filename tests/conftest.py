@@ -27,3 +27,9 @@ def tokenizer():
     from llm_experiments.testing import tiny_tokenizer
 
     return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tok(tokenizer):
+    """The same tokenizer under the short name the training tests use."""
+    return tokenizer

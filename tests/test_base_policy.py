@@ -195,7 +195,7 @@ from llm_experiments.models import split_parameters  # noqa: E402
 from llm_experiments.precision import resolve_base_policy  # noqa: E402
 from llm_experiments.scoring import lm_loss  # noqa: E402
 from llm_experiments.tasks import get_task  # noqa: E402
-from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer, write_tiny_assets  # noqa: E402
+from llm_experiments.testing import generate_task_examples, tiny_model, write_tiny_assets  # noqa: E402
 from llm_experiments.trainer import LoopHooks, Trainer, train_loop  # noqa: E402
 
 GB = 10 ** 9
@@ -212,11 +212,6 @@ def test_auto_rule_on_faked_sizes():
     assert resolve_base_policy("fp32", BF16, n, True, 1) == ("float32", "base_master=fp32 asked")
     with pytest.raises(UserError, match="base_master=stochastic"):
         TrainConfig(model="m", base_master="stochastic").validate()                  # a float32 model
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")

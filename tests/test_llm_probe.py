@@ -100,12 +100,6 @@ def test_l0_l1_fit_of_a_quadratic_is_flat_and_of_a_line_is_the_line():
     assert all(line["L0"] + line["L1"] * a >= b - 1e-12 for a, b in zip([0, 1, 2, 4], [1.0, 3.5, 5.0, 9.0]))
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from llm_experiments.testing import tiny_tokenizer
-    return tiny_tokenizer()
-
-
 def test_hvp_on_a_real_architecture_matches_finite_differences(tok):
     from llm_experiments.data import collate
     from llm_experiments.models import attach_peft, split_parameters

@@ -15,16 +15,11 @@ from llm_experiments.errors import UserError  # noqa: E402
 from llm_experiments.models import attach_peft, no_decay_parameter_ids, split_parameters  # noqa: E402
 from llm_experiments.scoring import classification_loss  # noqa: E402
 from llm_experiments.tasks import get_task  # noqa: E402
-from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer  # noqa: E402
+from llm_experiments.testing import generate_task_examples, tiny_model  # noqa: E402
 from llm_experiments.trainer import Trainer  # noqa: E402
 
 pytestmark = pytest.mark.llm
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")

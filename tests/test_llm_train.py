@@ -23,15 +23,10 @@ from llm_experiments.data import collate_candidates, encode_for_training  # noqa
 from llm_experiments.scoring import lm_loss  # noqa: E402
 from llm_experiments.models import attach_peft, split_parameters  # noqa: E402
 from llm_experiments.tasks import get_task  # noqa: E402
-from llm_experiments.testing import generate_task_examples, tiny_model, tiny_tokenizer  # noqa: E402
+from llm_experiments.testing import generate_task_examples, tiny_model  # noqa: E402
 from llm_experiments.trainer import LoopHooks, ModelOracle, PhaseClock, Trainer, train_loop  # noqa: E402
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")
